@@ -1,0 +1,130 @@
+package broker
+
+import (
+	"strconv"
+	"time"
+)
+
+// DeliveryMode says whether a message should survive a broker restart when
+// it sits in a durable queue.
+type DeliveryMode uint8
+
+// Delivery modes of AMQP basic.properties. The zero value means unset, which
+// the broker treats as Transient.
+const (
+	Transient  DeliveryMode = 1
+	Persistent DeliveryMode = 2
+)
+
+// Properties are AMQP basic.properties (spec class basic, "content header").
+type Properties struct {
+	ContentType     string
+	ContentEncoding string
+	Headers         Table
+	DeliveryMode    DeliveryMode
+	Priority        uint8
+	CorrelationID   string
+	ReplyTo         string
+	// Expiration is the per-message TTL in milliseconds, as a decimal string
+	// (RabbitMQ's format): "60000" expires after a minute, "0" unless a
+	// consumer can take the message at once.
+	Expiration string
+	MessageID  string
+	Timestamp  time.Time
+	Type       string
+	UserID     string
+	AppID      string
+}
+
+func (p *Properties) isZero() bool {
+	return p.ContentType == "" && p.ContentEncoding == "" && len(p.Headers) == 0 &&
+		p.DeliveryMode == 0 && p.Priority == 0 && p.CorrelationID == "" &&
+		p.ReplyTo == "" && p.Expiration == "" && p.MessageID == "" &&
+		p.Timestamp.IsZero() && p.Type == "" && p.UserID == "" && p.AppID == ""
+}
+
+// Publishing is what a publisher hands to Channel.Publish. The broker takes
+// ownership of Body and of Properties.Headers: the caller must not modify
+// them after Publish returns.
+type Publishing struct {
+	Properties
+	Body []byte
+}
+
+// Message is a published message as the broker keeps it. It is immutable
+// once published and shared by every queue it was routed to (a fan-out to
+// three queues keeps one Message): readers must not modify it.
+type Message struct {
+	// Exchange and RoutingKey are the ones the message was published (or
+	// dead-lettered) with.
+	Exchange   string
+	RoutingKey string
+	// Props is nil when the publisher set no property.
+	Props *Properties
+	Body  []byte
+}
+
+var zeroProps Properties
+
+// Properties returns the message's properties; never nil. The result is
+// shared and must not be modified.
+func (m *Message) Properties() *Properties {
+	if m.Props == nil {
+		return &zeroProps
+	}
+	return m.Props
+}
+
+// Persistent reports whether the publisher asked for persistence.
+func (m *Message) Persistent() bool {
+	return m.Props != nil && m.Props.DeliveryMode == Persistent
+}
+
+// size is the message's weight for x-max-length-bytes: the body length, as
+// in RabbitMQ.
+func (m *Message) size() int64 { return int64(len(m.Body)) }
+
+// expiration parses the per-message TTL. ok is false when none is set.
+func (m *Message) expiration() (ttl time.Duration, ok bool, err error) {
+	if m.Props == nil || m.Props.Expiration == "" {
+		return 0, false, nil
+	}
+	ms, err := strconv.ParseUint(m.Props.Expiration, 10, 32)
+	if err != nil {
+		return 0, false, newError(PreconditionFailed, "invalid expiration '%s' for message", m.Props.Expiration)
+	}
+	return time.Duration(ms) * time.Millisecond, true, nil
+}
+
+// Delivery is a message handed to a consumer or returned by Get.
+type Delivery struct {
+	*Message
+	// ConsumerTag is empty for a Get.
+	ConsumerTag string
+	// DeliveryTag identifies the delivery on its channel for Ack, Nack and
+	// Reject. It is zero for a consumer in no-ack mode.
+	DeliveryTag uint64
+	// Redelivered is true when the message was delivered before (and
+	// requeued).
+	Redelivered bool
+	// MessageCount is, for a Get, the number of messages left ready in the
+	// queue.
+	MessageCount int
+}
+
+// Return is an unroutable message published with the mandatory flag, handed
+// back to its publisher (AMQP basic.return).
+type Return struct {
+	ReplyCode ReplyCode
+	ReplyText string
+	*Message
+}
+
+// Confirmation is a publisher confirm (AMQP basic.ack / basic.nack sent by the
+// broker): the message with publish sequence number DeliveryTag was taken
+// responsibility for (Ack) or refused (Ack false, e.g. by a queue's
+// x-overflow=reject-publish).
+type Confirmation struct {
+	DeliveryTag uint64
+	Ack         bool
+}
