@@ -1,0 +1,44 @@
+# Troupe's tasks. `make test` is what CI runs (.ci/run).
+GO ?= go
+
+# Packages with goroutines of their own: run under the race detector.
+RACE_PKGS := ./broker/... ./internal/...
+# Packages with tests that need the real servers (files *_integration_test.go).
+INTEGRATION_PKGS = $(sort $(dir $(shell find . -name '*_integration_test.go' -not -path './.git/*')))
+
+.PHONY: all test unit race integration lint bench fuzz-smoke demo
+
+all: lint test
+
+## test: everything — lint, unit tests (no server), race detector, then the
+## integration suites against real RabbitMQ and PostgreSQL started on loopback.
+test: lint unit race integration
+
+unit:
+	$(GO) test -count=1 ./...
+
+race:
+	$(GO) test -race -count=1 $(RACE_PKGS)
+
+integration:
+	bash scripts/with-servers.sh $(GO) test -count=1 -tags integration $(INTEGRATION_PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+
+## bench: the benchmarks recorded in docs/BENCHMARKS.md.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -cpu=1,2 ./broker/...
+	$(GO) run ./broker/internal/benchmem
+
+## fuzz-smoke: each fuzz target for a few seconds (FUZZTIME).
+FUZZTIME ?= 5s
+fuzz-smoke:
+	bash scripts/fuzz-smoke.sh $(FUZZTIME)
+
+## demo: the README's first command.
+demo:
+	$(GO) run ./cmd/troupe demo

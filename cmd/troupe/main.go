@@ -1,0 +1,75 @@
+// Command troupe is Troupe's command line.
+//
+// Usage:
+//
+//	troupe demo [-orders N] [-retry-delay D]
+//
+// demo runs the bundled broker in process through a checkout choreography
+// (order -> payment -> inventory -> order -> notify, with a retry through a
+// TTL queue, a dead letter and a refund) and prints every event as it
+// happens.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/troupehq/troupe/internal/demo"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "troupe:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+const usage = `usage: troupe <command> [flags]
+
+commands:
+  demo    run the bundled broker through a checkout choreography, printing each event
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+}
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	orders := fs.Int("orders", 6, "number of orders to place (at least 1)")
+	delay := fs.Duration("retry-delay", 500*time.Millisecond, "how long a failed payment waits before its retry")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *orders < 1 || *delay <= 0 || fs.NArg() > 0 {
+		return fmt.Errorf("demo: -orders must be >= 1, -retry-delay > 0, and no arguments (got %v)", fs.Args())
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(*orders)*100*time.Millisecond)
+	defer cancel()
+	_, err := demo.Run(ctx, stdout, demo.Options{Orders: *orders, RetryDelay: *delay})
+	return err
+}
