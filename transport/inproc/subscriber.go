@@ -1,0 +1,203 @@
+package inproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/troupehq/troupe/broker"
+	"github.com/troupehq/troupe/transport/envelope"
+	"github.com/troupehq/troupe/transport/topology"
+)
+
+// RedeliveredKey is the metadata key set to "true" on a message the broker
+// delivered before.
+const RedeliveredKey = "x-redelivered"
+
+// SubscriberConfig configures a Subscriber.
+type SubscriberConfig struct {
+	// Group is the consumer group: subscribers of one group compete for a
+	// topic's messages, each group gets them all. The queue of a topic is
+	// "<group>.<topic>" unless QueueName says otherwise.
+	Group     string
+	QueueName func(topic string) string
+	// Exchange is the bus; topology.DefaultExchange when empty.
+	Exchange string
+	// Prefetch bounds the deliveries in flight per subscription; 64 when 0.
+	Prefetch int
+	// RetryDelays are declared as retry queues of each subscribed queue.
+	RetryDelays []time.Duration
+}
+
+func (c SubscriberConfig) queue(topic string) string {
+	if c.QueueName != nil {
+		return c.QueueName(topic)
+	}
+	return topology.WorkQueue(c.Group, topic)
+}
+
+// Subscriber consumes watermill messages from the bundled broker. Each
+// Subscribe call is one consumer on the topic's queue; a message is handed
+// out after the previous one of that subscription was acked or nacked
+// (watermill's contract), and a nack requeues it. Safe for concurrent use.
+type Subscriber struct {
+	t   *Transport
+	cfg SubscriberConfig
+
+	mu      sync.Mutex
+	closed  bool
+	closing chan struct{}
+	wg      sync.WaitGroup
+}
+
+var (
+	_ message.Subscriber          = (*Subscriber)(nil)
+	_ message.SubscribeInitializer = (*Subscriber)(nil)
+)
+
+// NewSubscriber makes a subscriber on the transport.
+func (t *Transport) NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
+	if cfg.Group == "" && cfg.QueueName == nil {
+		return nil, errors.New("inproc: subscriber needs a Group or a QueueName function")
+	}
+	if cfg.Prefetch == 0 {
+		cfg.Prefetch = 64
+	}
+	if cfg.Exchange == "" {
+		cfg.Exchange = topology.DefaultExchange
+	}
+	s := &Subscriber{t: t, cfg: cfg, closing: make(chan struct{})}
+	t.onClose(s.Close)
+	return s, nil
+}
+
+// SubscribeInitialize declares the topic's queue and binding, so that
+// messages published before Subscribe are kept.
+func (s *Subscriber) SubscribeInitialize(topic string) error {
+	return s.t.Declare(topology.Topology{
+		Exchange: s.cfg.Exchange,
+		Queues:   []topology.Queue{{Name: s.cfg.queue(topic), Events: []string{topic}, RetryDelays: s.cfg.RetryDelays}},
+	})
+}
+
+// Subscribe starts a consumer on the topic's queue (declared first). The
+// channel closes when ctx is done or the subscriber is closed; messages
+// not acked by then are requeued.
+func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if err := s.SubscribeInitialize(topic); err != nil {
+		return nil, fmt.Errorf("inproc: subscribe %s: %w", topic, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	out := make(chan *message.Message)
+	sub := &subscription{s: s, queue: s.cfg.queue(topic), out: out}
+	s.wg.Go(func() {
+		defer close(out)
+		defer cancel()
+		sub.run(ctx)
+	})
+	s.wg.Go(func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
+	return out, nil
+}
+
+// Close stops every subscription and waits for them. Idempotent.
+func (s *Subscriber) Close() error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.closing)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+type subscription struct {
+	s     *Subscriber
+	queue string
+	out   chan<- *message.Message
+}
+
+// run consumes until ctx is done. When the broker cancels the consumer
+// (its queue was deleted, its channel closed on an error) it declares the
+// queue again and resumes after a short pause.
+func (sub *subscription) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := sub.consume(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		sub.s.t.logger.LogAttrs(ctx, slog.LevelWarn, "inproc: consumer stopped; resuming",
+			slog.String("queue", sub.queue), slog.Any("error", err))
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (sub *subscription) consume(ctx context.Context) error {
+	ch, err := sub.s.t.channel()
+	if err != nil {
+		return err
+	}
+	defer ch.Close() // requeues whatever was not acked
+	if err := ch.Qos(broker.QosOptions{PrefetchCount: sub.s.cfg.Prefetch}); err != nil {
+		return err
+	}
+	c, err := ch.Consume(sub.queue, broker.ConsumeOptions{})
+	if err != nil {
+		return err
+	}
+	for {
+		d, err := c.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		if err := sub.deliver(ctx, ch, d); err != nil {
+			return err
+		}
+	}
+}
+
+// deliver hands one message out and settles it with the broker.
+func (sub *subscription) deliver(ctx context.Context, ch *broker.Channel, d broker.Delivery) error {
+	props := d.Properties()
+	msg := envelope.Message(props.Headers, props.MessageID, d.Body)
+	if d.Redelivered {
+		msg.Metadata.Set(RedeliveredKey, strconv.FormatBool(true))
+	}
+	msgCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msg.SetContext(msgCtx)
+	select {
+	case sub.out <- msg:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-msg.Acked():
+		return ch.Ack(d.DeliveryTag, 0)
+	case <-msg.Nacked():
+		return ch.Nack(d.DeliveryTag, broker.Requeue)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
