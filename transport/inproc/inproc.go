@@ -6,13 +6,14 @@
 package inproc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 
 	"github.com/troupehq/troupe/broker"
-	"github.com/troupehq/troupe/transport/topology"
+	"github.com/troupehq/troupe/transport/bus"
 )
 
 // Transport is a connection to a bundled broker. Safe for concurrent use.
@@ -66,7 +67,7 @@ func New(b *broker.Broker, vhost string, opts ...Option) (*Transport, error) {
 func (t *Transport) Broker() *broker.Broker { return t.b }
 
 // Declare declares a topology; idempotent.
-func (t *Transport) Declare(top topology.Topology) error {
+func (t *Transport) Declare(_ context.Context, top bus.Topology) error {
 	ch, err := t.conn.Channel()
 	if err != nil {
 		return err
@@ -121,7 +122,7 @@ func (t *Transport) Close() error {
 // declarer declares topology on a broker channel.
 type declarer struct{ ch *broker.Channel }
 
-func (d declarer) DeclareExchange(x topology.ExchangeDecl) error {
+func (d declarer) DeclareExchange(x bus.ExchangeDecl) error {
 	kind, err := broker.ParseExchangeKind(x.Kind)
 	if err != nil {
 		return err
@@ -129,11 +130,11 @@ func (d declarer) DeclareExchange(x topology.ExchangeDecl) error {
 	return d.ch.ExchangeDeclare(x.Name, kind, broker.ExchangeOptions{Durable: x.Durable})
 }
 
-func (d declarer) DeclareQueue(q topology.QueueDecl) error {
+func (d declarer) DeclareQueue(q bus.QueueDecl) error {
 	_, err := d.ch.QueueDeclare(q.Name, broker.QueueOptions{Durable: q.Durable, Args: broker.Table(q.Args)})
 	return err
 }
 
-func (d declarer) Bind(b topology.BindingDecl) error {
+func (d declarer) Bind(b bus.BindingDecl) error {
 	return d.ch.QueueBind(b.Queue, b.Exchange, b.Key, nil)
 }

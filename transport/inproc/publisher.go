@@ -1,38 +1,15 @@
 package inproc
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/troupehq/troupe/broker"
+	"github.com/troupehq/troupe/transport/bus"
 	"github.com/troupehq/troupe/transport/envelope"
-	"github.com/troupehq/troupe/transport/topology"
 )
-
-// PublisherConfig configures a Publisher.
-type PublisherConfig struct {
-	// Exchange is where messages go with the topic as routing key;
-	// topology.DefaultExchange when empty. With ToQueue the topic names a
-	// queue instead, reached through the broker's default exchange (for
-	// retry and dead-letter queues).
-	Exchange string
-	ToQueue  bool
-	// Mandatory makes a message that reaches no queue an error
-	// (ErrUnroutable) instead of being dropped.
-	Mandatory bool
-	// Transient publishes without the persistent delivery mode.
-	Transient bool
-}
-
-// ErrUnroutable is returned for a mandatory message that reached no queue.
-var ErrUnroutable = errors.New("inproc: message unroutable")
-
-// ErrNacked is returned for a message the broker refused (a queue at its
-// x-max-length with x-overflow reject-publish).
-var ErrNacked = errors.New("inproc: message refused by the broker")
 
 // Publisher publishes watermill messages to the bundled broker with
 // publisher confirms. Publish is safe for concurrent use and returns once
@@ -40,7 +17,7 @@ var ErrNacked = errors.New("inproc: message refused by the broker")
 type Publisher struct {
 	t        *Transport
 	exchange string
-	cfg      PublisherConfig
+	cfg      bus.PublisherConfig
 
 	mu     sync.Mutex
 	idle   []*pubChannel
@@ -59,14 +36,8 @@ type pubChannel struct {
 }
 
 // NewPublisher makes a publisher on the transport.
-func (t *Transport) NewPublisher(cfg PublisherConfig) (*Publisher, error) {
-	p := &Publisher{t: t, cfg: cfg, exchange: cfg.Exchange}
-	switch {
-	case cfg.ToQueue:
-		p.exchange = ""
-	case p.exchange == "":
-		p.exchange = topology.DefaultExchange
-	}
+func (t *Transport) NewPublisher(cfg bus.PublisherConfig) (*Publisher, error) {
+	p := &Publisher{t: t, cfg: cfg, exchange: cfg.ExchangeName()}
 	t.onClose(p.Close)
 	return p, nil
 }
@@ -87,6 +58,13 @@ func (p *Publisher) take() (*pubChannel, error) {
 	ch, err := p.t.channel()
 	if err != nil {
 		return nil, err
+	}
+	if p.exchange != "" {
+		// Declare the bus, so that publishing before any subscriber works.
+		x := bus.Topology{Exchange: p.exchange}.ExchangeDecl()
+		if err := (declarer{ch}).DeclareExchange(x); err != nil {
+			return nil, fmt.Errorf("declare exchange %s: %w", p.exchange, err)
+		}
 	}
 	pc := &pubChannel{ch: ch}
 	if err := ch.Confirm(func(c broker.Confirmation) { pc.nacked = pc.nacked || !c.Ack }); err != nil {
@@ -133,10 +111,10 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 			return fmt.Errorf("publish %s to %s: %w", msg.UUID, topic, err)
 		case pc.returned:
 			p.give(pc)
-			return fmt.Errorf("publish %s to %s: %w", msg.UUID, topic, ErrUnroutable)
+			return fmt.Errorf("publish %s to %s: %w", msg.UUID, topic, bus.ErrUnroutable)
 		case pc.nacked:
 			p.give(pc)
-			return fmt.Errorf("publish %s to %s: %w", msg.UUID, topic, ErrNacked)
+			return fmt.Errorf("publish %s to %s: %w", msg.UUID, topic, bus.ErrNacked)
 		}
 	}
 	p.give(pc)

@@ -7,6 +7,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
 
 	"github.com/troupehq/troupe/broker"
+	"github.com/troupehq/troupe/transport/bus"
 	"github.com/troupehq/troupe/transport/inproc"
 )
 
@@ -19,11 +20,11 @@ func newPubSub(t *testing.T, group string) (message.Publisher, message.Subscribe
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := tr.NewPublisher(inproc.PublisherConfig{})
+	pub, err := tr.NewPublisher(bus.PublisherConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub, err := tr.NewSubscriber(inproc.SubscriberConfig{Group: group})
+	sub, err := tr.NewSubscriber(bus.SubscriberConfig{Group: group})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,35 +12,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/troupehq/troupe/broker"
+	"github.com/troupehq/troupe/transport/bus"
 	"github.com/troupehq/troupe/transport/envelope"
-	"github.com/troupehq/troupe/transport/topology"
 )
-
-// RedeliveredKey is the metadata key set to "true" on a message the broker
-// delivered before.
-const RedeliveredKey = "x-redelivered"
-
-// SubscriberConfig configures a Subscriber.
-type SubscriberConfig struct {
-	// Group is the consumer group: subscribers of one group compete for a
-	// topic's messages, each group gets them all. The queue of a topic is
-	// "<group>.<topic>" unless QueueName says otherwise.
-	Group     string
-	QueueName func(topic string) string
-	// Exchange is the bus; topology.DefaultExchange when empty.
-	Exchange string
-	// Prefetch bounds the deliveries in flight per subscription; 64 when 0.
-	Prefetch int
-	// RetryDelays are declared as retry queues of each subscribed queue.
-	RetryDelays []time.Duration
-}
-
-func (c SubscriberConfig) queue(topic string) string {
-	if c.QueueName != nil {
-		return c.QueueName(topic)
-	}
-	return topology.WorkQueue(c.Group, topic)
-}
 
 // Subscriber consumes watermill messages from the bundled broker. Each
 // Subscribe call is one consumer on the topic's queue; a message is handed
@@ -48,7 +22,7 @@ func (c SubscriberConfig) queue(topic string) string {
 // (watermill's contract), and a nack requeues it. Safe for concurrent use.
 type Subscriber struct {
 	t   *Transport
-	cfg SubscriberConfig
+	cfg bus.SubscriberConfig
 
 	mu      sync.Mutex
 	closed  bool
@@ -57,20 +31,15 @@ type Subscriber struct {
 }
 
 var (
-	_ message.Subscriber          = (*Subscriber)(nil)
+	_ message.Subscriber           = (*Subscriber)(nil)
 	_ message.SubscribeInitializer = (*Subscriber)(nil)
 )
 
 // NewSubscriber makes a subscriber on the transport.
-func (t *Transport) NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
-	if cfg.Group == "" && cfg.QueueName == nil {
-		return nil, errors.New("inproc: subscriber needs a Group or a QueueName function")
-	}
-	if cfg.Prefetch == 0 {
-		cfg.Prefetch = 64
-	}
-	if cfg.Exchange == "" {
-		cfg.Exchange = topology.DefaultExchange
+func (t *Transport) NewSubscriber(cfg bus.SubscriberConfig) (*Subscriber, error) {
+	cfg, err := cfg.WithDefaults()
+	if err != nil {
+		return nil, err
 	}
 	s := &Subscriber{t: t, cfg: cfg, closing: make(chan struct{})}
 	t.onClose(s.Close)
@@ -80,10 +49,7 @@ func (t *Transport) NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 // SubscribeInitialize declares the topic's queue and binding, so that
 // messages published before Subscribe are kept.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
-	return s.t.Declare(topology.Topology{
-		Exchange: s.cfg.Exchange,
-		Queues:   []topology.Queue{{Name: s.cfg.queue(topic), Events: []string{topic}, RetryDelays: s.cfg.RetryDelays}},
-	})
+	return s.t.Declare(context.Background(), s.cfg.Topology(topic))
 }
 
 // Subscribe starts a consumer on the topic's queue (declared first). The
@@ -100,11 +66,18 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	out := make(chan *message.Message)
-	sub := &subscription{s: s, queue: s.cfg.queue(topic), out: out}
+	sub := &subscription{s: s, topic: topic, queue: s.cfg.Queue(topic), out: out}
+	// The consumer is registered before Subscribe returns, so that a
+	// subscription is live (and competes fairly) as soon as it exists.
+	ch, c, err := sub.open()
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("inproc: subscribe %s: %w", topic, err)
+	}
 	s.wg.Go(func() {
 		defer close(out)
 		defer cancel()
-		sub.run(ctx)
+		sub.run(ctx, ch, c)
 	})
 	s.wg.Go(func() {
 		select {
@@ -130,6 +103,7 @@ func (s *Subscriber) Close() error {
 
 type subscription struct {
 	s     *Subscriber
+	topic string
 	queue string
 	out   chan<- *message.Message
 }
@@ -137,9 +111,9 @@ type subscription struct {
 // run consumes until ctx is done. When the broker cancels the consumer
 // (its queue was deleted, its channel closed on an error) it declares the
 // queue again and resumes after a short pause.
-func (sub *subscription) run(ctx context.Context) {
-	for ctx.Err() == nil {
-		err := sub.consume(ctx)
+func (sub *subscription) run(ctx context.Context, ch *broker.Channel, c *broker.Consumer) {
+	for {
+		err := sub.consume(ctx, ch, c) // closes ch
 		if ctx.Err() != nil {
 			return
 		}
@@ -150,22 +124,38 @@ func (sub *subscription) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
+		ch, c, err = nil, nil, sub.s.SubscribeInitialize(sub.topic)
+		if err == nil {
+			ch, c, _ = sub.open()
+		}
 	}
 }
 
-func (sub *subscription) consume(ctx context.Context) error {
+// open starts a consumer on the queue.
+func (sub *subscription) open() (*broker.Channel, *broker.Consumer, error) {
 	ch, err := sub.s.t.channel()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer ch.Close() // requeues whatever was not acked
 	if err := ch.Qos(broker.QosOptions{PrefetchCount: sub.s.cfg.Prefetch}); err != nil {
-		return err
+		ch.Close()
+		return nil, nil, err
 	}
 	c, err := ch.Consume(sub.queue, broker.ConsumeOptions{})
 	if err != nil {
-		return err
+		ch.Close()
+		return nil, nil, err
 	}
+	return ch, c, nil
+}
+
+// consume delivers until the consumer or ctx ends; nil ch (a failed
+// reopen) returns at once.
+func (sub *subscription) consume(ctx context.Context, ch *broker.Channel, c *broker.Consumer) error {
+	if ch == nil {
+		return errors.New("no consumer")
+	}
+	defer ch.Close() // requeues whatever was not acked
 	for {
 		d, err := c.Receive(ctx)
 		if err != nil {
@@ -182,7 +172,7 @@ func (sub *subscription) deliver(ctx context.Context, ch *broker.Channel, d brok
 	props := d.Properties()
 	msg := envelope.Message(props.Headers, props.MessageID, d.Body)
 	if d.Redelivered {
-		msg.Metadata.Set(RedeliveredKey, strconv.FormatBool(true))
+		msg.Metadata.Set(bus.RedeliveredKey, strconv.FormatBool(true))
 	}
 	msgCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

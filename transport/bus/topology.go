@@ -1,10 +1,12 @@
-// Package topology is Troupe's broker topology, declared the same way on the
-// bundled broker and on RabbitMQ: one durable topic exchange per bus, one
-// durable work queue per (service, handler) bound to the event names it
-// takes, per-delay retry queues whose TTL dead-letters messages back to the
-// work queue, and a dead-letter queue per work queue. Transports declare it
-// through a [Declarer]; declaring twice is harmless.
-package topology
+// Package bus is Troupe's bus model, shared by the transports so that a
+// service moves from the bundled broker to RabbitMQ by URL alone: the broker
+// topology (one durable topic exchange per bus, one durable work queue per
+// (service, handler) bound to the event names it takes, per-delay retry
+// queues whose TTL dead-letters messages back to the work queue, a
+// dead-letter queue per work queue), declared through a [Declarer] and
+// idempotent; and the configuration and errors of publishers and
+// subscribers.
+package bus
 
 import (
 	"errors"
@@ -121,8 +123,12 @@ type Declarer interface {
 	Bind(BindingDecl) error
 }
 
-// Declare declares the whole topology with d, after validating it.
+// Declare declares the whole topology with d, after validating it. A
+// topology with no queue declares nothing, not even its exchange.
 func (t Topology) Declare(d Declarer) error {
+	if len(t.Queues) == 0 {
+		return nil
+	}
 	if err := t.Validate(); err != nil {
 		return err
 	}
