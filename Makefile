@@ -29,10 +29,12 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
 
-## bench: the benchmarks recorded in docs/BENCHMARKS.md.
+## bench: the benchmarks recorded in docs/BENCHMARKS.md (the transport
+## comparison starts RabbitMQ; it prints progress as it goes).
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -cpu=1,2 ./broker/...
 	$(GO) run ./broker/internal/benchmem
+	bash scripts/with-servers.sh $(GO) run ./internal/cmd/transportbench
 
 ## fuzz-smoke: each fuzz target for a few seconds (FUZZTIME).
 FUZZTIME ?= 5s

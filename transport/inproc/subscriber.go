@@ -66,7 +66,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	out := make(chan *message.Message)
-	sub := &subscription{s: s, topic: topic, queue: s.cfg.Queue(topic), out: out}
+	sub := &subscription{s: s, base: context.WithoutCancel(ctx), topic: topic, queue: s.cfg.Queue(topic), out: out}
 	// The consumer is registered before Subscribe returns, so that a
 	// subscription is live (and competes fairly) as soon as it exists.
 	ch, c, err := sub.open()
@@ -103,6 +103,7 @@ func (s *Subscriber) Close() error {
 
 type subscription struct {
 	s     *Subscriber
+	base  context.Context // values of the Subscribe ctx, no cancellation
 	topic string
 	queue string
 	out   chan<- *message.Message
@@ -174,7 +175,11 @@ func (sub *subscription) deliver(ctx context.Context, ch *broker.Channel, d brok
 	if d.Redelivered {
 		msg.Metadata.Set(bus.RedeliveredKey, strconv.FormatBool(true))
 	}
-	msgCtx, cancel := context.WithCancel(ctx)
+	// The message's context carries the subscription's values and is
+	// cancelled when the message is settled or the subscription ends (the
+	// deferred cancel). It does not hang off ctx's cancellation: that would
+	// register and unregister a child of ctx for every message.
+	msgCtx, cancel := context.WithCancel(sub.base)
 	defer cancel()
 	msg.SetContext(msgCtx)
 	select {

@@ -1,0 +1,369 @@
+// Command transportbench measures publish+consume through watermill's
+// interface for Troupe's transports and their peers, side by side in one
+// run, and prints a Markdown table for docs/BENCHMARKS.md:
+//
+//   - inproc: Troupe's in-process transport (bundled broker);
+//   - gochannel: watermill's GoChannel;
+//   - troupe-amqp: Troupe's AMQP transport on RabbitMQ (pipelined confirms);
+//   - watermill-amqp: watermill-amqp's NewDurablePubSubConfig (publisher and
+//     subscriber) on RabbitMQ, with confirms on;
+//   - raw-amqp091: a plain amqp091-go client publishing with pipelined
+//     confirms (a window of outstanding confirms) and consuming with acks.
+//
+// Every message is 1 KiB, carries its publish time, and counts once it is
+// consumed and acked; throughput is messages over wall time, latency is
+// publish-to-receive. Run it with the servers up:
+//
+//	scripts/with-servers.sh go run ./internal/cmd/transportbench -n 20000
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wamqp "github.com/ThreeDotsLabs/watermill-amqp/v3/pkg/amqp"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/troupehq/troupe/internal/testutil"
+	"github.com/troupehq/troupe/transport"
+	"github.com/troupehq/troupe/transport/bus"
+)
+
+const bodySize = 1024
+
+type result struct {
+	name     string
+	variant  string
+	n        int
+	elapsed  time.Duration
+	p50, p99 time.Duration
+}
+
+func (r result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
+
+func main() {
+	n := flag.Int("n", 20000, "messages per in-process run")
+	nAMQP := flag.Int("n-amqp", 10000, "messages per RabbitMQ run")
+	pubs := flag.Int("publishers", 16, "concurrent publishing goroutines (one message per Publish call)")
+	only := flag.String("only", "", "comma-separated subset of runs (inproc,gochannel,troupe-amqp,watermill-amqp,raw-amqp091)")
+	flag.Parse()
+	amqpURL := os.Getenv(testutil.AMQPURLEnv)
+	want := func(name string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), name) }
+
+	var results []result
+	run := func(name, variant string, count int, f func(int) (result, error)) {
+		if !want(name) {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "%-15s %-32s %d messages ... ", name, variant, count)
+		r, err := f(count)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "FAILED: %v\n", err)
+			os.Exit(1)
+		}
+		r.name, r.variant = name, variant
+		fmt.Fprintf(os.Stderr, "%.0f msg/s, p50 %v, p99 %v\n", r.rate(), r.p50, r.p99)
+		results = append(results, r)
+	}
+	for _, persistent := range []bool{false, true} {
+		mode := modeName(persistent)
+		run("inproc", mode, *n, func(c int) (result, error) { return benchTransport("mem://bench", persistent, *pubs, 1, c) })
+		run("gochannel", mode, *n, func(c int) (result, error) { return benchGoChannel(persistent, *pubs, c) })
+		if amqpURL == "" {
+			continue
+		}
+		run("troupe-amqp", mode, *nAMQP, func(c int) (result, error) { return benchTransport(amqpURL, persistent, *pubs, 1, c) })
+		run("troupe-amqp", mode+", batches of 100", *nAMQP, func(c int) (result, error) { return benchTransport(amqpURL, persistent, 1, 100, c) })
+		run("watermill-amqp", mode, *nAMQP, func(c int) (result, error) { return benchWatermillAMQP(amqpURL, persistent, *pubs, c) })
+		run("raw-amqp091", mode+", 1 publisher", *nAMQP, func(c int) (result, error) { return benchRaw(amqpURL, persistent, c) })
+	}
+	if amqpURL == "" {
+		fmt.Fprintf(os.Stderr, "%s not set: RabbitMQ runs skipped (use scripts/with-servers.sh)\n", testutil.AMQPURLEnv)
+	}
+	printTable(os.Stdout, results, *pubs)
+}
+
+func modeName(persistent bool) string {
+	if persistent {
+		return "persistent"
+	}
+	return "transient"
+}
+
+// stamp makes a 1 KiB message carrying the current time.
+func stamp() *message.Message {
+	body := make([]byte, bodySize)
+	binary.LittleEndian.PutUint64(body, uint64(time.Now().UnixNano()))
+	return message.NewMessage(watermill.NewUUID(), body)
+}
+
+func latencyOf(body []byte) time.Duration {
+	return time.Duration(time.Now().UnixNano() - int64(binary.LittleEndian.Uint64(body)))
+}
+
+// collector counts consumed messages and their latencies.
+type collector struct {
+	mu   sync.Mutex
+	lats []time.Duration
+	want int
+	done chan struct{}
+}
+
+func newCollector(want int) *collector {
+	return &collector{lats: make([]time.Duration, 0, want), want: want, done: make(chan struct{})}
+}
+
+// add records one message; true when all arrived.
+func (c *collector) add(body []byte) {
+	l := latencyOf(body)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.lats) == c.want {
+		return // a duplicate after the end
+	}
+	c.lats = append(c.lats, l)
+	if len(c.lats) == c.want {
+		close(c.done)
+	}
+}
+
+func (c *collector) wait(timeout time.Duration) error {
+	select {
+	case <-c.done:
+		return nil
+	case <-time.After(timeout):
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return fmt.Errorf("received %d of %d in %v", len(c.lats), c.want, timeout)
+	}
+}
+
+func (c *collector) result(n int, elapsed time.Duration) result {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	slices.Sort(c.lats)
+	return result{n: n, elapsed: elapsed, p50: c.lats[len(c.lats)/2], p99: c.lats[len(c.lats)*99/100]}
+}
+
+// consume acks every message of ch into c.
+func consume(ch <-chan *message.Message, c *collector) {
+	for m := range ch {
+		c.add(m.Payload)
+		m.Ack()
+	}
+}
+
+// publishAll publishes n stamped messages from pubs goroutines, batch
+// messages per Publish call.
+func publishAll(pub message.Publisher, topic string, pubs, batch, n int) error {
+	var next atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for range pubs {
+		wg.Go(func() {
+			for {
+				start := next.Add(int64(batch)) - int64(batch)
+				if start >= int64(n) {
+					return
+				}
+				msgs := make([]*message.Message, 0, batch)
+				for i := start; i < min(start+int64(batch), int64(n)); i++ {
+					msgs = append(msgs, stamp())
+				}
+				if err := pub.Publish(topic, msgs...); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+func benchTransport(url string, persistent bool, pubs, batch, n int) (result, error) {
+	tr, err := transport.Open(url)
+	if err != nil {
+		return result{}, err
+	}
+	defer tr.Close()
+	topic := "bench." + watermill.NewShortUUID()
+	pub, err := tr.NewPublisher(bus.PublisherConfig{Transient: !persistent})
+	if err != nil {
+		return result{}, err
+	}
+	sub, err := tr.NewSubscriber(bus.SubscriberConfig{Group: "bench", Prefetch: 256})
+	if err != nil {
+		return result{}, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		return result{}, err
+	}
+	return measure(n, ch, func() error { return publishAll(pub, topic, pubs, batch, n) })
+}
+
+func measure(n int, ch <-chan *message.Message, publish func() error) (result, error) {
+	c := newCollector(n)
+	go consume(ch, c)
+	start := time.Now()
+	if err := publish(); err != nil {
+		return result{}, err
+	}
+	if err := c.wait(2 * time.Minute); err != nil {
+		return result{}, err
+	}
+	return c.result(n, time.Since(start)), nil
+}
+
+func benchGoChannel(persistent bool, pubs, n int) (result, error) {
+	gc := gochannel.NewGoChannel(gochannel.Config{Persistent: persistent}, watermill.NopLogger{})
+	defer gc.Close()
+	topic := "bench"
+	ch, err := gc.Subscribe(context.Background(), topic)
+	if err != nil {
+		return result{}, err
+	}
+	return measure(n, ch, func() error { return publishAll(gc, topic, pubs, 1, n) })
+}
+
+func benchWatermillAMQP(url string, persistent bool, pubs, n int) (result, error) {
+	topic := "bench." + watermill.NewShortUUID()
+	cfg := wamqp.NewDurablePubSubConfig(url, wamqp.GenerateQueueNameTopicNameWithSuffix("bench"))
+	cfg.Publish.ConfirmDelivery = true
+	cfg.Marshaler = wamqp.DefaultMarshaler{NotPersistentDeliveryMode: !persistent}
+	pub, err := wamqp.NewPublisher(cfg, watermill.NopLogger{})
+	if err != nil {
+		return result{}, err
+	}
+	defer pub.Close()
+	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
+	if err != nil {
+		return result{}, err
+	}
+	defer sub.Close()
+	ch, err := sub.Subscribe(context.Background(), topic)
+	if err != nil {
+		return result{}, err
+	}
+	return measure(n, ch, func() error { return publishAll(pub, topic, pubs, 1, n) })
+}
+
+// benchRaw is the plain amqp091-go baseline: one publisher goroutine with
+// up to 1,000 unconfirmed messages in flight, one consumer acking each.
+func benchRaw(url string, persistent bool, n int) (result, error) {
+	conn, err := amqp091.Dial(url)
+	if err != nil {
+		return result{}, err
+	}
+	defer conn.Close()
+	pch, err := conn.Channel()
+	if err != nil {
+		return result{}, err
+	}
+	cch, err := conn.Channel()
+	if err != nil {
+		return result{}, err
+	}
+	q, err := pch.QueueDeclare("bench.raw."+watermill.NewShortUUID(), true, true, false, false, nil)
+	if err != nil {
+		return result{}, err
+	}
+	if err := pch.Confirm(false); err != nil {
+		return result{}, err
+	}
+	if err := cch.Qos(256, 0, false); err != nil {
+		return result{}, err
+	}
+	deliveries, err := cch.Consume(q.Name, "", false, false, false, false, nil)
+	if err != nil {
+		return result{}, err
+	}
+	c := newCollector(n)
+	go func() {
+		for d := range deliveries {
+			c.add(d.Body)
+			_ = d.Ack(false)
+		}
+	}()
+	mode := amqp091.Transient
+	if persistent {
+		mode = amqp091.Persistent
+	}
+	start := time.Now()
+	window := make(chan *amqp091.DeferredConfirmation, 1000)
+	errs := make(chan error, 1)
+	go func() {
+		for dc := range window {
+			if !dc.Wait() {
+				errs <- fmt.Errorf("nack for %d", dc.DeliveryTag)
+				return
+			}
+		}
+		errs <- nil
+	}()
+	for range n {
+		m := stamp()
+		dc, err := pch.PublishWithDeferredConfirmWithContext(context.Background(), "", q.Name, false, false,
+			amqp091.Publishing{DeliveryMode: mode, Body: m.Payload})
+		if err != nil {
+			return result{}, err
+		}
+		window <- dc
+	}
+	close(window)
+	if err := <-errs; err != nil {
+		return result{}, err
+	}
+	if err := c.wait(2 * time.Minute); err != nil {
+		return result{}, err
+	}
+	return c.result(n, time.Since(start)), nil
+}
+
+func printTable(w io.Writer, rs []result, pubs int) {
+	fmt.Fprintf(w, "\n1 KiB messages, publish -> consume -> ack, %d publishing goroutines unless noted; one subscription.\n\n", pubs)
+	fmt.Fprintln(w, "| transport | mode | messages | msg/s | p50 | p99 |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|")
+	for _, r := range rs {
+		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %v | %v |\n", r.name, r.variant, r.n, r.rate(),
+			r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
+	}
+	ratio := func(a, b, mode string) {
+		var ra, rb float64
+		for _, r := range rs {
+			if r.name == a && r.variant == mode {
+				ra = r.rate()
+			}
+			if r.name == b && strings.HasPrefix(r.variant, mode) {
+				rb = r.rate()
+			}
+		}
+		if ra > 0 && rb > 0 {
+			fmt.Fprintf(w, "\n%s / %s (%s): %.2fx", a, b, mode, ra/rb)
+		}
+	}
+	for _, mode := range []string{"transient", "persistent"} {
+		ratio("inproc", "gochannel", mode)
+		ratio("troupe-amqp", "raw-amqp091", mode)
+		ratio("troupe-amqp", "watermill-amqp", mode)
+	}
+	fmt.Fprintln(w)
+}
