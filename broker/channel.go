@@ -305,14 +305,18 @@ func (ch *Channel) Publish(exchange, key string, msg Publishing, opts PublishOpt
 	if len(msg.Body) > ch.conn.b.opts.maxMessageSize {
 		return 0, ch.fail(newError(PreconditionFailed, "message size %d is larger than configured max size %d", len(msg.Body), ch.conn.b.opts.maxMessageSize))
 	}
-	m := &Message{Exchange: exchange, RoutingKey: key, Body: msg.Body}
-	if !msg.Properties.isZero() {
-		p := msg.Properties
-		m.Props = &p
+	var m *Message
+	if msg.Properties.isZero() {
+		m = &Message{Exchange: exchange, RoutingKey: key, Body: msg.Body}
+	} else {
+		// One allocation for the message and its properties.
+		mp := &messageWithProps{m: Message{Exchange: exchange, RoutingKey: key, Body: msg.Body}, p: msg.Properties}
+		m = &mp.m
+		m.Props = &mp.p
 		if _, _, err := m.expiration(); err != nil {
 			return 0, ch.fail(err)
 		}
-		if err := p.Headers.Validate(); err != nil {
+		if err := mp.p.Headers.Validate(); err != nil {
 			return 0, ch.fail(newError(PreconditionFailed, "invalid headers: %v", err))
 		}
 	}
@@ -541,6 +545,11 @@ func (ch *Channel) track(q *queue, c *Consumer, e entry) (uint64, bool) {
 	return ch.nextTag, true
 }
 
+type messageWithProps struct {
+	m Message
+	p Properties
+}
+
 // pending is an unacknowledged delivery.
 type pending struct {
 	tag  uint64
@@ -559,6 +568,12 @@ type pendings struct {
 }
 
 func (p *pendings) add(x pending) {
+	if len(p.list) == cap(p.list) && p.head > 0 {
+		// Reuse the settled prefix instead of growing.
+		n := copy(p.list, p.list[p.head:])
+		clear(p.list[n:])
+		p.list, p.head = p.list[:n], 0
+	}
 	p.list = append(p.list, x)
 	p.live++
 }

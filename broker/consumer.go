@@ -109,10 +109,14 @@ func (c *Consumer) push(d Delivery) {
 	c.buffered.Add(1)
 	c.mu.Unlock()
 	if empty {
-		select {
-		case c.notify <- struct{}{}:
-		default:
-		}
+		c.signal()
+	}
+}
+
+func (c *Consumer) signal() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
 	}
 }
 
@@ -160,9 +164,15 @@ func (c *Consumer) Receive(ctx context.Context) (Delivery, error) {
 	for {
 		c.mu.Lock()
 		d, ok := c.popLocked()
+		more := c.head < len(c.buf)
 		cancelled := c.cancelled
 		c.mu.Unlock()
 		if ok {
+			if more {
+				// push signals only an empty buffer's first delivery: pass
+				// the signal on to another receiver waiting on c.
+				c.signal()
+			}
 			c.taken()
 			return d, nil
 		}

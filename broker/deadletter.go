@@ -90,11 +90,13 @@ func (q *queue) deadLettered(m *Message, reason string, now time.Time) *Message 
 }
 
 // deadLetterCycle reports whether delivering a dead letter to the queue
-// named qname closes a cycle with no rejection in it; RabbitMQ drops such
-// messages rather than let them circulate for ever.
+// named qname closes a cycle with no rejection in it. As RabbitMQ's
+// rabbit_dead_letter:is_cycle, only the deaths since the message last died
+// in qname count (x-death is newest first): a rejection long ago does not
+// make a loop of expiries legitimate. RabbitMQ drops such messages rather
+// than let them circulate for ever.
 func deadLetterCycle(m *Message, qname string) bool {
 	deaths, _ := m.Properties().Headers["x-death"].([]any)
-	seen := false
 	for _, d := range deaths {
 		t, ok := d.(Table)
 		if !ok {
@@ -104,10 +106,10 @@ func deadLetterCycle(m *Message, qname string) bool {
 			return false
 		}
 		if tq, _ := asString(t["queue"]); tq == qname {
-			seen = true
+			return true
 		}
 	}
-	return seen
+	return false
 }
 
 // flush routes dead letters to their exchanges. Dead-lettering can cascade

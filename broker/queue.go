@@ -421,6 +421,12 @@ func (q *queue) addConsumer(c *Consumer) error {
 		q.mu.Unlock()
 		return newError(NotFound, "no %s", vhostQueue(q.vh.name, q.name))
 	}
+	if c.dead.Load() {
+		// Its channel closed while Consume ran, and looked for it in the
+		// queue before it was added: it must not be added now.
+		q.mu.Unlock()
+		return c.ch.closedErr()
+	}
 	if q.exclusiveC != nil || (c.exclusive && len(q.consumers) > 0) {
 		q.mu.Unlock()
 		return newError(AccessRefused, "%s in exclusive use", vhostQueue(q.vh.name, q.name))

@@ -414,62 +414,44 @@ func (vh *vhost) publish(xname string, m *Message) (routed int, refused bool, er
 }
 
 // route returns the queues that m reaches from x, each once, following
-// exchange-to-exchange bindings and alternate exchanges.
+// exchange-to-exchange bindings and alternate exchanges the way RabbitMQ's
+// rabbit_exchange:route/2 does: a worklist of exchanges, each visited once;
+// an exchange whose own bindings match nothing (not even another exchange)
+// hands the message to its alternate exchange.
 // Lock should be held (vhost.mu, read).
 func (vh *vhost) route(x *exchange, m *Message, out []*queue) []*queue {
-	r := router{vh: vh, m: m, out: out}
-	r.visit(x)
-	return r.out
-}
-
-type router struct {
-	vh   *vhost
-	m    *Message
-	out  []*queue
-	seen []*exchange
-}
-
-// visit routes through x and reports whether x routed m anywhere.
-func (r *router) visit(x *exchange) bool {
-	if slices.Contains(r.seen, x) {
-		return false
-	}
-	r.seen = append(r.seen, x)
-	found := false
-	if x.isDefault {
-		if q, ok := r.vh.queues[r.m.RoutingKey]; ok {
-			r.addQueue(q)
-			found = true
-		}
-	} else {
-		x.match(r.m.RoutingKey, r.m.Properties().Headers, func(d dest) {
-			if d.q != nil {
-				r.addQueue(d.q)
-				found = true
-			} else if r.visit(d.x) {
-				found = true
+	var seenBuf, workBuf [4]*exchange
+	seen := append(seenBuf[:0], x)
+	work := append(workBuf[:0], x)
+	headers := m.Properties().Headers
+	for len(work) > 0 {
+		cur := work[len(work)-1]
+		work = work[:len(work)-1]
+		matched := false
+		visit := func(d dest) {
+			matched = true
+			switch {
+			case d.q != nil:
+				if !slices.Contains(out, d.q) {
+					out = append(out, d.q)
+				}
+			case !slices.Contains(seen, d.x):
+				seen = append(seen, d.x)
+				work = append(work, d.x)
 			}
-		})
-	}
-	if !found && x.alternate != "" {
-		if ae, ok := r.vh.exchanges[x.alternate]; ok {
-			found = r.visit(ae)
+		}
+		if cur.isDefault {
+			if q, ok := vh.queues[m.RoutingKey]; ok {
+				visit(dest{q: q})
+			}
+		} else {
+			cur.match(m.RoutingKey, headers, visit)
+		}
+		if !matched && cur.alternate != "" {
+			if ae, ok := vh.exchanges[cur.alternate]; ok {
+				visit(dest{x: ae})
+			}
 		}
 	}
-	return found
-}
-
-func (r *router) addQueue(q *queue) {
-	if !slices.Contains(r.out, q) {
-		r.out = append(r.out, q)
-	}
-}
-
-func slicesContains[T comparable](s []T, v T) bool {
-	for _, e := range s {
-		if e == v {
-			return true
-		}
-	}
-	return false
+	return out
 }
