@@ -1,0 +1,158 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/troupehq/troupe/transport/bus"
+	"github.com/troupehq/troupe/transport/envelope"
+)
+
+// errBudget stops the immediate tier when the message's retry budget is
+// spent.
+var errBudget = errors.New("handlers: retry budget spent")
+
+// delivery is the state of one delivery of one message, in its context.
+type delivery struct {
+	prior int // handler runs in earlier deliveries
+	runs  int // handler runs in this one
+}
+
+type deliveryKey struct{}
+
+// typed adapts a typed handler to watermill: decode (a failure is
+// permanent), run with an attempt in the context for Emit, and return the
+// emitted events as produced messages.
+func typed[E Event](r *Router, reg registration, h Handler[E]) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		d, _ := msg.Context().Value(deliveryKey{}).(*delivery)
+		if d == nil {
+			d = &delivery{}
+		}
+		d.runs++
+		var e E
+		if err := r.m.codec.Unmarshal(msg.Payload, &e); err != nil {
+			return nil, Permanent(&DecodeError{Event: reg.event, Err: err})
+		}
+		a := &attempt{m: r.m, cause: msg}
+		if err := h.Handle(context.WithValue(msg.Context(), attemptKey{}, a), e); err != nil {
+			if d.prior+d.runs >= r.retry.maxAttempts() {
+				return nil, fmt.Errorf("%w after %d runs: %w", errBudget, d.prior+d.runs, err)
+			}
+			return nil, err
+		}
+		return a.emitted, nil
+	}
+}
+
+// recoverability is the outermost layer: it skips duplicates, publishes
+// what a successful run emitted, and parks a failed message in a retry
+// queue or the dead-letter queue. It returns an error (the message is
+// nacked and redelivered) only when it could do none of that: the broker
+// refused, or the router is shutting down.
+func (r *Router) recoverability(reg registration, h message.HandlerFunc) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		ctx := msg.Context()
+		key := firstOf(msg.Metadata.Get(envelope.IdempotencyKey), msg.UUID)
+		if r.idem != nil {
+			seen, err := r.idem.Seen(ctx, reg.queue, key)
+			if err != nil {
+				return fmt.Errorf("idempotency check: %w", err)
+			}
+			if seen {
+				r.duplicates.Add(1)
+				return nil
+			}
+		}
+		prior, _ := strconv.Atoi(msg.Metadata.Get(envelope.AttemptsKey))
+		d := &delivery{prior: prior}
+		msg.SetContext(context.WithValue(ctx, deliveryKey{}, d))
+		emitted, err := h(msg)
+		if err != nil {
+			if ctx.Err() != nil {
+				return err // shutting down: requeue
+			}
+			return r.park(ctx, reg, msg, d, err)
+		}
+		for _, e := range emitted {
+			e.SetContext(ctx)
+			if err := r.events.Publish(e.Metadata.Get(envelope.EventKey), e); err != nil {
+				return fmt.Errorf("publish emitted %s: %w", e.Metadata.Get(envelope.EventKey), err)
+			}
+		}
+		if r.idem != nil {
+			if err := r.idem.Record(ctx, reg.queue, key); err != nil {
+				return fmt.Errorf("idempotency record: %w", err)
+			}
+		}
+		r.handled.Add(1)
+		return nil
+	}
+}
+
+// errorKind classifies a failure for the ErrorKindKey header.
+func errorKind(err error) string {
+	if _, ok := errors.AsType[*DecodeError](err); ok {
+		return "decode"
+	}
+	if IsPermanent(err) {
+		return "permanent"
+	}
+	return "transient"
+}
+
+// park sends a failed message to its next retry queue, or to the
+// dead-letter queue when it is permanent, out of delayed redeliveries, or
+// out of budget; then the original is acked.
+func (r *Router) park(ctx context.Context, reg registration, msg *message.Message, d *delivery, cause error) error {
+	attempts := d.prior + d.runs
+	delayed, _ := strconv.Atoi(msg.Metadata.Get(envelope.DelayedKey))
+	kind := errorKind(cause)
+	now := r.m.now().UTC().Format(time.RFC3339Nano)
+	out := msg.Copy()
+	out.SetContext(ctx)
+	// Headers the broker owns would be stale (or, as text, malformed) on a
+	// republished copy.
+	for _, k := range []string{"x-death", "x-first-death-reason", "x-first-death-queue", "x-first-death-exchange", bus.RedeliveredKey} {
+		delete(out.Metadata, k)
+	}
+	md := out.Metadata
+	md.Set(envelope.AttemptsKey, strconv.Itoa(attempts))
+	md.Set(envelope.ErrorKey, cause.Error())
+	md.Set(envelope.ErrorKindKey, kind)
+	md.Set(envelope.LastFailureKey, now)
+	if md.Get(envelope.FirstFailureKey) == "" {
+		md.Set(envelope.FirstFailureKey, now)
+	}
+	md.Set(envelope.QueueKey, reg.queue)
+	md.Set(envelope.HandlerKey, reg.name)
+	target := bus.DeadLetterQueue(reg.queue)
+	retry := kind == "transient" && !errors.Is(cause, errBudget) &&
+		delayed < len(r.retry.Delays) && attempts < r.retry.maxAttempts()
+	if retry {
+		md.Set(envelope.DelayedKey, strconv.Itoa(delayed+1))
+		target = bus.RetryQueue(reg.queue, r.retry.Delays[delayed])
+	}
+	if err := r.queues.Publish(target, out); err != nil {
+		return fmt.Errorf("park %s in %s: %w", msg.UUID, target, err)
+	}
+	level := slog.LevelWarn
+	if retry {
+		r.delayed.Add(1)
+		level = slog.LevelInfo
+	} else {
+		r.deadLettered.Add(1)
+	}
+	r.logger.LogAttrs(ctx, level, "handler failed",
+		slog.String("handler_name", reg.name), slog.String("message_id", msg.UUID),
+		slog.String("saga_id", msg.Metadata.Get(envelope.SagaIDKey)),
+		slog.Int("attempts", attempts), slog.String("error_kind", kind),
+		slog.String("parked_in", target), slog.Any("error", cause))
+	return nil
+}

@@ -1,0 +1,321 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"github.com/troupehq/troupe/transport"
+	"github.com/troupehq/troupe/transport/bus"
+)
+
+// Config configures a Router.
+type Config struct {
+	// Service names the service; its handlers' queues are
+	// "<service>.<handler>". Required.
+	Service string
+	// Exchange is the bus; bus.DefaultExchange when empty.
+	Exchange string
+	// Prefetch bounds each handler's deliveries in flight; 64 when 0.
+	Prefetch int
+	// Retry is the recoverability policy; DefaultRetryPolicy() when nil.
+	Retry *RetryPolicy
+	// ShutdownTimeout bounds how long Run waits for handlers in flight
+	// when its context ends; what does not finish is requeued. 30 s when 0.
+	ShutdownTimeout time.Duration
+}
+
+// RetryPolicy is the two-tier recoverability of MassTransit and
+// NServiceBus: immediate retries in process with exponential backoff and
+// jitter, then delayed redeliveries through the broker's TTL retry queues
+// (the consumer is free meanwhile), then the dead-letter queue.
+type RetryPolicy struct {
+	// Immediate is the number of in-process retries after a failed run.
+	Immediate int
+	// InitialInterval, MaxInterval, Multiplier, Jitter (randomization
+	// factor, 0..1) and MaxElapsed shape the immediate tier's backoff.
+	InitialInterval time.Duration
+	MaxInterval     time.Duration
+	Multiplier      float64
+	Jitter          float64
+	MaxElapsed      time.Duration
+	// Delays are the delayed redeliveries, in order; each has its retry
+	// queue (whole milliseconds).
+	Delays []time.Duration
+	// MaxAttempts caps the handler runs of one message across both tiers,
+	// so that nothing loops for ever; 0 means (1+Immediate)*(1+len(Delays)).
+	MaxAttempts int
+}
+
+// DefaultRetryPolicy: 2 immediate retries from 100 ms, then redeliveries
+// after 1 s, 10 s and 60 s, at most 12 runs in all.
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{
+		Immediate:       2,
+		InitialInterval: 100 * time.Millisecond,
+		MaxInterval:     time.Second,
+		Multiplier:      2,
+		Jitter:          0.2,
+		MaxElapsed:      5 * time.Second,
+		Delays:          []time.Duration{time.Second, 10 * time.Second, time.Minute},
+	}
+}
+
+// Validate reports every problem of the policy.
+func (p RetryPolicy) Validate() error {
+	var errs []error
+	if p.Immediate < 0 {
+		errs = append(errs, fmt.Errorf("handlers: retry: Immediate %d < 0", p.Immediate))
+	}
+	if p.Immediate > 0 && (p.InitialInterval <= 0 || p.Multiplier < 1) {
+		errs = append(errs, errors.New("handlers: retry: immediate retries need InitialInterval > 0 and Multiplier >= 1"))
+	}
+	if p.Jitter < 0 || p.Jitter > 1 {
+		errs = append(errs, fmt.Errorf("handlers: retry: Jitter %v outside 0..1", p.Jitter))
+	}
+	for _, d := range p.Delays {
+		if d < time.Millisecond || d%time.Millisecond != 0 {
+			errs = append(errs, fmt.Errorf("handlers: retry: delay %v is not a whole number of milliseconds >= 1ms", d))
+		}
+	}
+	if p.MaxAttempts < 0 {
+		errs = append(errs, fmt.Errorf("handlers: retry: MaxAttempts %d < 0", p.MaxAttempts))
+	}
+	return errors.Join(errs...)
+}
+
+func (p RetryPolicy) maxAttempts() int {
+	if p.MaxAttempts > 0 {
+		return p.MaxAttempts
+	}
+	return (1 + p.Immediate) * (1 + len(p.Delays))
+}
+
+// Option configures a Router.
+type Option interface{ apply(*Router) }
+
+type optionFunc func(*Router)
+
+func (f optionFunc) apply(r *Router) { f(r) }
+
+// WithLogger sets the logger; none by default.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(r *Router) {
+		if l != nil {
+			r.logger = l
+		}
+	})
+}
+
+// WithCodec sets the payload codec; JSON by default.
+func WithCodec(c Codec) Option { return optionFunc(func(r *Router) { r.m.codec = c }) }
+
+// WithIdempotencyStore deduplicates messages by idempotency key per
+// handler. Without one, a redelivered message runs its handler again.
+func WithIdempotencyStore(s IdempotencyStore) Option {
+	return optionFunc(func(r *Router) { r.idem = s })
+}
+
+// Stats count what a Router did; read with Router.Stats.
+type Stats struct {
+	Handled, Duplicates, Retried, Delayed, DeadLettered int64
+}
+
+// Router runs a service's typed handlers on watermill's Router. Handlers
+// are registered with Handle before Run. Safe for concurrent use.
+type Router struct {
+	cfg    Config
+	retry  RetryPolicy
+	tr     transport.Transport
+	logger *slog.Logger
+	idem   IdempotencyStore
+	m      *messages
+	wr     *message.Router
+	events message.Publisher
+	queues message.Publisher
+
+	mu      sync.Mutex
+	names   map[string]bool
+	running bool
+
+	handled, duplicates, retried, delayed, deadLettered atomic.Int64
+}
+
+// NewRouter makes a router for a service on a transport.
+func NewRouter(cfg Config, tr transport.Transport, opts ...Option) (*Router, error) {
+	if cfg.Service == "" {
+		return nil, errors.New("handlers: Config.Service is required")
+	}
+	if _, err := checkEventName(cfg.Service); err != nil {
+		return nil, fmt.Errorf("handlers: service name %q: use lower-case words", cfg.Service)
+	}
+	retry := DefaultRetryPolicy()
+	if cfg.Retry != nil {
+		retry = *cfg.Retry
+	}
+	if err := retry.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	r := &Router{
+		cfg:    cfg,
+		retry:  retry,
+		tr:     tr,
+		logger: slog.New(slog.DiscardHandler),
+		m:      &messages{service: cfg.Service, codec: JSON{}, now: time.Now},
+		names:  make(map[string]bool),
+	}
+	for _, o := range opts {
+		o.apply(r)
+	}
+	wr, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, watermill.NewSlogLogger(r.logger))
+	if err != nil {
+		return nil, err
+	}
+	r.wr = wr
+	if r.events, err = tr.NewPublisher(bus.PublisherConfig{Exchange: cfg.Exchange}); err != nil {
+		return nil, err
+	}
+	if r.queues, err = tr.NewPublisher(bus.PublisherConfig{ToQueue: true, Mandatory: true}); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Emitter returns the emitter for plain code of this service.
+func (r *Router) Emitter() *Emitter { return &Emitter{m: r.m, pub: r.events} }
+
+// Stats returns the router's counters.
+func (r *Router) Stats() Stats {
+	return Stats{
+		Handled: r.handled.Load(), Duplicates: r.duplicates.Load(), Retried: r.retried.Load(),
+		Delayed: r.delayed.Load(), DeadLettered: r.deadLettered.Load(),
+	}
+}
+
+// Run runs the handlers until ctx ends, then stops taking messages, waits
+// up to Config.ShutdownTimeout for handlers in flight, and returns; what
+// did not finish is requeued by the broker. Run may be called once.
+func (r *Router) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.running {
+		r.mu.Unlock()
+		return errors.New("handlers: Run called twice")
+	}
+	r.running = true
+	r.mu.Unlock()
+	err := r.wr.Run(ctx)
+	return errors.Join(err, r.events.Close(), r.queues.Close())
+}
+
+// Running is closed once every handler is subscribed.
+func (r *Router) Running() chan struct{} { return r.wr.Running() }
+
+// HandlerOption configures one handler.
+type HandlerOption interface{ applyHandler(*handlerOptions) }
+
+type handlerOptions struct{ timeout time.Duration }
+
+type handlerOptionFunc func(*handlerOptions)
+
+func (f handlerOptionFunc) applyHandler(o *handlerOptions) { f(o) }
+
+// WithTimeout bounds each run of the handler (its context's deadline); a
+// run that times out is a transient failure.
+func WithTimeout(d time.Duration) HandlerOption {
+	return handlerOptionFunc(func(o *handlerOptions) { o.timeout = d })
+}
+
+// registration is one handler's identity.
+type registration struct {
+	name, event, queue string
+}
+
+// Handle registers h as the handler called name for events of type E. Its
+// queue "<service>.<name>" is bound to E's event name. A duplicate name, an
+// invalid event name, or a router already running is an error, reported
+// now rather than when a message arrives.
+func Handle[E Event](r *Router, name string, h Handler[E], opts ...HandlerOption) error {
+	event, err := EventName[E]()
+	if err != nil {
+		return err
+	}
+	if _, err := checkEventName(name); err != nil {
+		return fmt.Errorf("handlers: handler name %q: use lower-case words", name)
+	}
+	var o handlerOptions
+	for _, opt := range opts {
+		opt.applyHandler(&o)
+	}
+	reg := registration{name: name, event: event, queue: bus.WorkQueue(r.cfg.Service, name)}
+	if err := r.claim(name); err != nil {
+		return err
+	}
+	sub, err := r.tr.NewSubscriber(bus.SubscriberConfig{
+		QueueName:   func(string) string { return reg.queue },
+		Exchange:    r.cfg.Exchange,
+		Prefetch:    r.cfg.Prefetch,
+		RetryDelays: r.retry.Delays,
+	})
+	if err != nil {
+		return err
+	}
+	r.wr.AddConsumerHandler(name, event, sub, r.chain(reg, typed(r, reg, h), o))
+	return nil
+}
+
+// MustHandle is Handle that panics on error, for wiring in main.
+func MustHandle[E Event](r *Router, name string, h Handler[E], opts ...HandlerOption) {
+	if err := Handle(r, name, h, opts...); err != nil {
+		panic(err)
+	}
+}
+
+func (r *Router) claim(name string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.running:
+		return fmt.Errorf("handlers: handler %q registered after Run", name)
+	case r.names[name]:
+		return fmt.Errorf("handlers: duplicate handler name %q in service %q", name, r.cfg.Service)
+	}
+	r.names[name] = true
+	return nil
+}
+
+// chain builds the middleware around a typed handler, outermost first:
+// recoverability (idempotency, delayed retries, dead letters: Troupe's),
+// watermill's Retry (the immediate tier), watermill's Recoverer (a panic is
+// an error), watermill's Timeout.
+func (r *Router) chain(reg registration, h message.HandlerFunc, o handlerOptions) message.NoPublishHandlerFunc {
+	if o.timeout > 0 {
+		h = middleware.Timeout(o.timeout)(h)
+	}
+	h = middleware.Recoverer(h)
+	if r.retry.Immediate > 0 {
+		h = middleware.Retry{
+			MaxRetries:          r.retry.Immediate,
+			InitialInterval:     r.retry.InitialInterval,
+			MaxInterval:         r.retry.MaxInterval,
+			Multiplier:          r.retry.Multiplier,
+			RandomizationFactor: r.retry.Jitter,
+			MaxElapsedTime:      r.retry.MaxElapsed,
+			ShouldRetry: func(p middleware.RetryParams) bool {
+				return !IsPermanent(p.Err) && !errors.Is(p.Err, errBudget)
+			},
+			OnRetryHook: func(int, time.Duration) { r.retried.Add(1) },
+		}.Middleware(h)
+	}
+	return r.recoverability(reg, h)
+}
