@@ -385,4 +385,3 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
-

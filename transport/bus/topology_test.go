@@ -47,11 +47,15 @@ type recorder struct {
 	fail  string
 }
 
-func (r *recorder) DeclareExchange(x bus.ExchangeDecl) error { return r.add("x " + x.Name + " " + x.Kind) }
+func (r *recorder) DeclareExchange(x bus.ExchangeDecl) error {
+	return r.add("x " + x.Name + " " + x.Kind)
+}
 func (r *recorder) DeclareQueue(q bus.QueueDecl) error {
 	return r.add("q " + q.Name)
 }
-func (r *recorder) Bind(b bus.BindingDecl) error { return r.add("b " + b.Queue + " " + b.Exchange + " " + b.Key) }
+func (r *recorder) Bind(b bus.BindingDecl) error {
+	return r.add("b " + b.Queue + " " + b.Exchange + " " + b.Key)
+}
 func (r *recorder) add(s string) error {
 	r.calls = append(r.calls, s)
 	if s == r.fail {
