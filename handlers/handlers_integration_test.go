@@ -9,3 +9,7 @@ import (
 )
 
 func TestScenariosRabbitMQ(t *testing.T) { runScenarios(t, testutil.AMQPURL(t)) }
+
+func TestTxRabbitMQPostgres(t *testing.T) {
+	runTxScenarios(t, testutil.AMQPURL(t), func(t *testing.T) string { return testutil.FreshPostgres(t) })
+}

@@ -60,7 +60,7 @@ func (r *Router) recoverability(reg registration, h message.HandlerFunc) message
 	return func(msg *message.Message) error {
 		ctx := msg.Context()
 		key := firstOf(msg.Metadata.Get(envelope.IdempotencyKey), msg.UUID)
-		if r.idem != nil {
+		if r.idem != nil && !reg.tx {
 			seen, err := r.idem.Seen(ctx, reg.queue, key)
 			if err != nil {
 				return fmt.Errorf("idempotency check: %w", err)
@@ -74,6 +74,10 @@ func (r *Router) recoverability(reg registration, h message.HandlerFunc) message
 		d := &delivery{prior: prior}
 		msg.SetContext(context.WithValue(ctx, deliveryKey{}, d))
 		emitted, err := h(msg)
+		if errors.Is(err, errDuplicate) {
+			r.duplicates.Add(1)
+			return nil
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return err // shutting down: requeue
@@ -86,7 +90,7 @@ func (r *Router) recoverability(reg registration, h message.HandlerFunc) message
 				return fmt.Errorf("publish emitted %s: %w", e.Metadata.Get(envelope.EventKey), err)
 			}
 		}
-		if r.idem != nil {
+		if r.idem != nil && !reg.tx {
 			if err := r.idem.Record(ctx, reg.queue, key); err != nil {
 				return fmt.Errorf("idempotency record: %w", err)
 			}

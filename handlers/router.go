@@ -13,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
+	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/transport/bus"
 )
@@ -137,6 +138,7 @@ type Router struct {
 	tr     transport.Transport
 	logger *slog.Logger
 	idem   IdempotencyStore
+	db     *outbox.DB
 	m      *messages
 	wr     *message.Router
 	events message.Publisher
@@ -177,6 +179,9 @@ func NewRouter(cfg Config, tr transport.Transport, opts ...Option) (*Router, err
 	}
 	for _, o := range opts {
 		o.apply(r)
+	}
+	if r.idem == nil && r.db != nil {
+		r.idem = r.db
 	}
 	wr, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, watermill.NewSlogLogger(r.logger))
 	if err != nil {
@@ -239,6 +244,8 @@ func WithTimeout(d time.Duration) HandlerOption {
 // registration is one handler's identity.
 type registration struct {
 	name, event, queue string
+	// tx handlers claim their message in their own transaction.
+	tx bool
 }
 
 // Handle registers h as the handler called name for events of type E. Its
@@ -246,20 +253,25 @@ type registration struct {
 // invalid event name, or a router already running is an error, reported
 // now rather than when a message arrives.
 func Handle[E Event](r *Router, name string, h Handler[E], opts ...HandlerOption) error {
+	_, err := register(r, name, h, false, opts)
+	return err
+}
+
+func register[E Event](r *Router, name string, h Handler[E], tx bool, opts []HandlerOption) (registration, error) {
 	event, err := EventName[E]()
 	if err != nil {
-		return err
+		return registration{}, err
 	}
 	if _, err := checkEventName(name); err != nil {
-		return fmt.Errorf("handlers: handler name %q: use lower-case words", name)
+		return registration{}, fmt.Errorf("handlers: handler name %q: use lower-case words", name)
 	}
 	var o handlerOptions
 	for _, opt := range opts {
 		opt.applyHandler(&o)
 	}
-	reg := registration{name: name, event: event, queue: bus.WorkQueue(r.cfg.Service, name)}
+	reg := registration{name: name, event: event, queue: bus.WorkQueue(r.cfg.Service, name), tx: tx}
 	if err := r.claim(name); err != nil {
-		return err
+		return registration{}, err
 	}
 	sub, err := r.tr.NewSubscriber(bus.SubscriberConfig{
 		QueueName:   func(string) string { return reg.queue },
@@ -268,10 +280,10 @@ func Handle[E Event](r *Router, name string, h Handler[E], opts ...HandlerOption
 		RetryDelays: r.retry.Delays,
 	})
 	if err != nil {
-		return err
+		return registration{}, err
 	}
 	r.wr.AddConsumerHandler(name, event, sub, r.chain(reg, typed(r, reg, h), o))
-	return nil
+	return reg, nil
 }
 
 // MustHandle is Handle that panics on error, for wiring in main.
@@ -312,7 +324,7 @@ func (r *Router) chain(reg registration, h message.HandlerFunc, o handlerOptions
 			RandomizationFactor: r.retry.Jitter,
 			MaxElapsedTime:      r.retry.MaxElapsed,
 			ShouldRetry: func(p middleware.RetryParams) bool {
-				return !IsPermanent(p.Err) && !errors.Is(p.Err, errBudget)
+				return !IsPermanent(p.Err) && !errors.Is(p.Err, errBudget) && !errors.Is(p.Err, errDuplicate)
 			},
 			OnRetryHook: func(int, time.Duration) { r.retried.Add(1) },
 		}.Middleware(h)

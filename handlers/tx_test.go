@@ -1,0 +1,97 @@
+package handlers_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/troupehq/troupe/handlers"
+	"github.com/troupehq/troupe/outbox"
+)
+
+func TestTxInProcessSQLite(t *testing.T) {
+	runTxScenarios(t, "mem://handlers-tx", func(t *testing.T) string { return "sqlite:" + t.TempDir() + "/svc.db" })
+}
+
+func runTxScenarios(t *testing.T, busURL string, dbURL func(t *testing.T) string) {
+	t.Run("DuplicateKeyEffectOnceInDB", func(t *testing.T) {
+		t.Parallel()
+		txScenarioDuplicate(t, newFixture(t, busURL), dbURL(t))
+	})
+	t.Run("FailedRunLeavesNoEffect", func(t *testing.T) {
+		t.Parallel()
+		txScenarioRollback(t, newFixture(t, busURL), dbURL(t))
+	})
+	t.Run("NeedsDB", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, busURL)
+		err := handlers.HandleTx(f.router(), "charge", handlers.TxHandlerFunc[OrderPlaced](
+			func(context.Context, *outbox.Tx, OrderPlaced) error { return nil }))
+		if err == nil {
+			t.Fatal("HandleTx without WithDB accepted")
+		}
+	})
+}
+
+func openDB(t *testing.T, url string) *outbox.DB {
+	t.Helper()
+	db, err := outbox.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if _, err := db.SQL().Exec(`CREATE TABLE charges (order_id TEXT NOT NULL, amount INTEGER NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func charges(t *testing.T, db *outbox.DB, orderID string) int {
+	t.Helper()
+	var n int
+	if err := db.SQL().QueryRow(db.Rebind(`SELECT COUNT(*) FROM charges WHERE order_id = ?`), orderID).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func chargeTx(ctx context.Context, tx *outbox.Tx, e OrderPlaced) error {
+	_, err := tx.Exec(ctx, `INSERT INTO charges (order_id, amount) VALUES (?, ?)`, e.OrderID, e.Amount)
+	return err
+}
+
+func txScenarioDuplicate(t *testing.T, f *fixture, dbURL string) {
+	db := openDB(t, dbURL)
+	r := f.router(handlers.WithDB(db))
+	handlers.MustHandleTx(r, "charge", handlers.TxHandlerFunc[OrderPlaced](chargeTx))
+	f.run(r)
+	for range 3 {
+		must(t, r.Emitter().Emit(context.Background(), OrderPlaced{OrderID: "42", Amount: 10}, handlers.WithIdempotencyKey("charge:42")))
+	}
+	await(t, "three deliveries", func() bool { s := r.Stats(); return s.Handled+s.Duplicates == 3 })
+	if n := charges(t, db, "42"); n != 1 || r.Stats().Duplicates != 2 {
+		t.Fatalf("order 42 charged %d times in the database, %d duplicates", n, r.Stats().Duplicates)
+	}
+}
+
+func txScenarioRollback(t *testing.T, f *fixture, dbURL string) {
+	db := openDB(t, dbURL)
+	r := f.router(handlers.WithDB(db))
+	var runs atomic.Int32
+	handlers.MustHandleTx(r, "charge", handlers.TxHandlerFunc[OrderPlaced](func(ctx context.Context, tx *outbox.Tx, e OrderPlaced) error {
+		if err := chargeTx(ctx, tx, e); err != nil {
+			return err
+		}
+		if runs.Add(1) == 1 {
+			return errors.New("gateway timeout after the write") // rolled back with the claim
+		}
+		return nil
+	}))
+	f.run(r)
+	must(t, r.Emitter().Emit(context.Background(), OrderPlaced{OrderID: "7", Amount: 5}))
+	await(t, "handled", func() bool { return r.Stats().Handled == 1 })
+	if n := charges(t, db, "7"); n != 1 || runs.Load() != 2 {
+		t.Fatalf("%d charges after %d runs", n, runs.Load())
+	}
+}

@@ -1,0 +1,192 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
+)
+
+// Dialect is the SQL flavour of a DB.
+type Dialect uint8
+
+// Supported databases.
+const (
+	SQLite Dialect = iota + 1
+	Postgres
+)
+
+func (d Dialect) String() string {
+	switch d {
+	case SQLite:
+		return "sqlite"
+	case Postgres:
+		return "postgres"
+	}
+	return fmt.Sprintf("Dialect(%d)", uint8(d))
+}
+
+// DB is a service's database: its own tables plus Troupe's (the inbox of
+// handled messages; the outbox of events to publish). Safe for concurrent
+// use.
+type DB struct {
+	db      *sql.DB
+	dialect Dialect
+}
+
+// Open opens a database by URL: "sqlite:PATH" (or a path ending in .db)
+// for SQLite in WAL mode with a busy timeout, "postgres://..." for
+// PostgreSQL. It migrates Troupe's schema before returning.
+func Open(ctx context.Context, rawURL string) (*DB, error) {
+	switch {
+	case strings.HasPrefix(rawURL, "postgres://"), strings.HasPrefix(rawURL, "postgresql://"):
+		return open(ctx, Postgres, "pgx", rawURL)
+	case strings.HasPrefix(rawURL, "sqlite:"):
+		return openSQLite(ctx, strings.TrimPrefix(rawURL, "sqlite:"))
+	case strings.HasSuffix(rawURL, ".db"):
+		return openSQLite(ctx, rawURL)
+	}
+	return nil, fmt.Errorf("outbox: unsupported database URL %q: want sqlite:PATH or postgres://", rawURL)
+}
+
+func openSQLite(ctx context.Context, path string) (*DB, error) {
+	if path == "" {
+		return nil, errors.New("outbox: sqlite URL without a path")
+	}
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_txlock", "immediate") // writers queue at BEGIN, not at their first write
+	return open(ctx, SQLite, "sqlite", "file:"+path+"?"+q.Encode())
+}
+
+func open(ctx context.Context, d Dialect, driver, dsn string) (*DB, error) {
+	sqldb, err := sql.Open(driver, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: open %s: %w", d, err)
+	}
+	db := &DB{db: sqldb, dialect: d}
+	if err := db.migrate(ctx); err != nil {
+		sqldb.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// SQL returns the underlying *sql.DB for the service's own queries.
+func (db *DB) SQL() *sql.DB { return db.db }
+
+// Dialect returns the database's SQL flavour.
+func (db *DB) Dialect() Dialect { return db.dialect }
+
+// Close closes the database.
+func (db *DB) Close() error { return db.db.Close() }
+
+// Rebind turns a query written with ? placeholders into the dialect's
+// ($1, $2, ... for PostgreSQL).
+func (db *DB) Rebind(query string) string {
+	if db.dialect != Postgres {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Tx is a transaction on a DB: the service's writes, the inbox row of the
+// message being handled and (with the outbox) the events to publish commit
+// together.
+type Tx struct {
+	*sql.Tx
+	db *DB
+}
+
+// Exec runs a statement written with ? placeholders.
+func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return tx.ExecContext(ctx, tx.db.Rebind(query), args...)
+}
+
+// QueryRow runs a query written with ? placeholders.
+func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return tx.QueryRowContext(ctx, tx.db.Rebind(query), args...)
+}
+
+// InTx runs f in a transaction, committed when f returns nil and rolled
+// back otherwise.
+func (db *DB) InTx(ctx context.Context, f func(tx *Tx) error) error {
+	sqltx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("outbox: begin: %w", err)
+	}
+	tx := &Tx{Tx: sqltx, db: db}
+	if err := f(tx); err != nil {
+		return errors.Join(err, ignoreDone(sqltx.Rollback()))
+	}
+	if err := sqltx.Commit(); err != nil {
+		return fmt.Errorf("outbox: commit: %w", err)
+	}
+	return nil
+}
+
+func ignoreDone(err error) error {
+	if errors.Is(err, sql.ErrTxDone) {
+		return nil
+	}
+	return err
+}
+
+// Claim records in the inbox that consumer handles the message with key,
+// in tx. It returns false when the key was already recorded (by a committed
+// transaction): the message is a duplicate and its effects must not be
+// applied again. Concurrent claims of one key wait for each other.
+func (tx *Tx) Claim(ctx context.Context, consumer, key string) (bool, error) {
+	res, err := tx.Exec(ctx,
+		`INSERT INTO troupe_inbox (consumer, key, handled_at) VALUES (?, ?, ?) ON CONFLICT (consumer, key) DO NOTHING`,
+		consumer, key, time.Now().UTC())
+	if err != nil {
+		return false, fmt.Errorf("outbox: claim %s/%s: %w", consumer, key, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, err
+	}
+	return n == 1, nil
+}
+
+// Seen reports whether consumer handled key (the inbox outside a
+// transaction; handlers.IdempotencyStore).
+func (db *DB) Seen(ctx context.Context, consumer, key string) (bool, error) {
+	var one int
+	err := db.db.QueryRowContext(ctx, db.Rebind(`SELECT 1 FROM troupe_inbox WHERE consumer = ? AND key = ?`), consumer, key).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("outbox: inbox lookup: %w", err)
+	}
+	return true, nil
+}
+
+// Record records that consumer handled key (handlers.IdempotencyStore).
+func (db *DB) Record(ctx context.Context, consumer, key string) error {
+	return db.InTx(ctx, func(tx *Tx) error {
+		_, err := tx.Claim(ctx, consumer, key)
+		return err
+	})
+}

@@ -1,0 +1,77 @@
+package outbox
+
+import (
+	"context"
+	"fmt"
+)
+
+// migration is one versioned schema change, in each dialect.
+type migration struct {
+	version  int
+	sqlite   []string
+	postgres []string
+}
+
+// migrations are applied in order; a released one is never edited.
+var migrations = []migration{
+	{
+		version: 1,
+		sqlite: []string{`CREATE TABLE troupe_inbox (
+			consumer   TEXT NOT NULL,
+			key        TEXT NOT NULL,
+			handled_at TIMESTAMP NOT NULL,
+			PRIMARY KEY (consumer, key)
+		)`},
+		postgres: []string{`CREATE TABLE troupe_inbox (
+			consumer   TEXT NOT NULL,
+			key        TEXT NOT NULL,
+			handled_at TIMESTAMPTZ NOT NULL,
+			PRIMARY KEY (consumer, key)
+		)`},
+	},
+}
+
+// migrationLock is the PostgreSQL advisory lock key that serializes
+// migrations of replicas starting at once ("troupe" in ASCII).
+const migrationLock = 0x74726f757065
+
+// migrate brings Troupe's tables to the newest version. Several processes
+// may run it at once: PostgreSQL serializes them with an advisory lock,
+// SQLite with BEGIN IMMEDIATE.
+func (db *DB) migrate(ctx context.Context) error {
+	return db.InTx(ctx, func(tx *Tx) error {
+		if db.dialect == Postgres {
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
+				return fmt.Errorf("outbox: migration lock: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS troupe_schema (version INTEGER PRIMARY KEY)`); err != nil {
+			return fmt.Errorf("outbox: schema table: %w", err)
+		}
+		var current int
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM troupe_schema`).Scan(&current); err != nil {
+			return fmt.Errorf("outbox: schema version: %w", err)
+		}
+		if current > migrations[len(migrations)-1].version {
+			return fmt.Errorf("outbox: database schema version %d is newer than this binary's %d", current, migrations[len(migrations)-1].version)
+		}
+		for _, m := range migrations {
+			if m.version <= current {
+				continue
+			}
+			stmts := m.sqlite
+			if db.dialect == Postgres {
+				stmts = m.postgres
+			}
+			for _, s := range stmts {
+				if _, err := tx.ExecContext(ctx, s); err != nil {
+					return fmt.Errorf("outbox: migration %d: %w", m.version, err)
+				}
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO troupe_schema (version) VALUES (?)`, m.version); err != nil {
+				return fmt.Errorf("outbox: record migration %d: %w", m.version, err)
+			}
+		}
+		return nil
+	})
+}
