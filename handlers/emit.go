@@ -143,3 +143,13 @@ func (em *Emitter) Emit(ctx context.Context, e Event, opts ...EmitOption) error 
 	}
 	return nil
 }
+
+// Metadata returns the metadata of the message being handled (its saga id,
+// causation, idempotency key, retry and replay headers; see package
+// transport/envelope), or nil outside a handler. It must not be modified.
+func Metadata(ctx context.Context) message.Metadata {
+	if a, ok := ctx.Value(attemptKey{}).(*attempt); ok {
+		return a.cause.Metadata
+	}
+	return nil
+}

@@ -42,7 +42,7 @@ func typed[E Event](r *Router, reg registration, h Handler[E]) message.HandlerFu
 		}
 		a := &attempt{m: r.m, cause: msg}
 		if err := h.Handle(context.WithValue(msg.Context(), attemptKey{}, a), e); err != nil {
-			if d.prior+d.runs >= r.retry.maxAttempts() {
+			if !IsPermanent(err) && d.prior+d.runs >= r.retry.maxAttempts() {
 				return nil, fmt.Errorf("%w after %d runs: %w", errBudget, d.prior+d.runs, err)
 			}
 			return nil, err

@@ -3,11 +3,13 @@
 // Usage:
 //
 //	troupe demo [-orders N] [-retry-delay D]
+//	troupe dlq <list|show|replay> -url URL -queue QUEUE [flags]
 //
 // demo runs the bundled broker in process through a checkout choreography
 // (order -> payment -> inventory -> order -> notify, with a retry through a
 // TTL queue, a dead letter and a refund) and prints every event as it
-// happens.
+// happens. dlq lists a handler's dead letters grouped by error and by saga,
+// shows one, and replays one, a group or all to their work queue.
 package main
 
 import (
@@ -38,6 +40,7 @@ const usage = `usage: troupe <command> [flags]
 
 commands:
   demo    run the bundled broker through a checkout choreography, printing each event
+  dlq     list, show and replay a handler's dead letters
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -48,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
+	case "dlq":
+		return runDLQ(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
