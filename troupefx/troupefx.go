@@ -1,0 +1,166 @@
+// Package troupefx wires Troupe into go.uber.org/fx applications. It is
+// thin on purpose: every package it wires works without fx.
+//
+//	fx.New(
+//		troupefx.Module,
+//		fx.Supply(troupefx.Config{Service: "payment", BusURL: "amqp://..."}),
+//		troupefx.Handler("charge", handlers.HandlerFunc[OrderPlaced](charge)),
+//	)
+//
+// Module provides the transport (opened from Config.BusURL) and the
+// handlers.Router with every handler given with Handler or TxHandler
+// registered; the router runs from the application's start to its stop.
+// With Config.DBURL set it also provides the service's *outbox.DB, and
+// the router uses it for transactional handlers and idempotency.
+package troupefx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxevent"
+
+	"github.com/troupehq/troupe/handlers"
+	"github.com/troupehq/troupe/outbox"
+	"github.com/troupehq/troupe/transport"
+)
+
+// Config is what a service tells Troupe.
+type Config struct {
+	// Service names the service (its queues are "<service>.<handler>").
+	Service string
+	// BusURL is "mem://..." or "amqp://..."; "" is the process's bundled
+	// broker.
+	BusURL string
+	// DBURL is the service's database ("sqlite:PATH", "postgres://..."),
+	// optional.
+	DBURL string
+	// Router is the rest of the router's configuration; its Service is
+	// taken from Service.
+	Router handlers.Config
+}
+
+// Module provides transport.Transport, *handlers.Router and, with a DBURL,
+// *outbox.DB, and runs the router with the application.
+var Module = fx.Module("troupe",
+	fx.Provide(newTransport, newDB, newRouter),
+	fx.Invoke(func(*handlers.Router) {}),
+)
+
+// Logger makes fx log through slog.
+func Logger(l *slog.Logger) fx.Option {
+	return fx.WithLogger(func() fxevent.Logger { return &fxevent.SlogLogger{Logger: l} })
+}
+
+// registration registers one handler on a router.
+type registration func(*handlers.Router) error
+
+const handlersGroup = `group:"troupe.handlers"`
+
+// Handler gives the router a handler, registered as handlers.Handle would.
+func Handler[E handlers.Event](name string, h handlers.Handler[E], opts ...handlers.HandlerOption) fx.Option {
+	return supplyRegistration(func(r *handlers.Router) error { return handlers.Handle(r, name, h, opts...) })
+}
+
+// TxHandler gives the router a transactional handler (handlers.HandleTx);
+// the Config needs a DBURL.
+func TxHandler[E handlers.Event](name string, h handlers.TxHandler[E], opts ...handlers.HandlerOption) fx.Option {
+	return supplyRegistration(func(r *handlers.Router) error { return handlers.HandleTx(r, name, h, opts...) })
+}
+
+func supplyRegistration(f registration) fx.Option {
+	return fx.Supply(fx.Annotate(f, fx.ResultTags(handlersGroup)))
+}
+
+type transportParams struct {
+	fx.In
+	Config Config
+	Logger *slog.Logger `optional:"true"`
+}
+
+func newTransport(lc fx.Lifecycle, p transportParams) (transport.Transport, error) {
+	tr, err := transport.Open(p.Config.BusURL, transport.WithLogger(p.Logger))
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(tr.Close))
+	return tr, nil
+}
+
+type dbResult struct {
+	fx.Out
+	DB *outbox.DB `optional:"true"`
+}
+
+func newDB(lc fx.Lifecycle, cfg Config) (dbResult, error) {
+	if cfg.DBURL == "" {
+		return dbResult{}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db, err := outbox.Open(ctx, cfg.DBURL)
+	if err != nil {
+		return dbResult{}, err
+	}
+	lc.Append(fx.StopHook(db.Close))
+	return dbResult{DB: db}, nil
+}
+
+type routerParams struct {
+	fx.In
+	Config        Config
+	Transport     transport.Transport
+	DB            *outbox.DB     `optional:"true"`
+	Logger        *slog.Logger   `optional:"true"`
+	Registrations []registration `group:"troupe.handlers"`
+}
+
+func newRouter(lc fx.Lifecycle, p routerParams) (*handlers.Router, error) {
+	cfg := p.Config.Router
+	cfg.Service = p.Config.Service
+	opts := []handlers.Option{handlers.WithLogger(p.Logger)}
+	if p.DB != nil {
+		opts = append(opts, handlers.WithDB(p.DB))
+	}
+	r, err := handlers.NewRouter(cfg, p.Transport, opts...)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, reg := range p.Registrations {
+		errs = append(errs, reg(r))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	lc.Append(fx.Hook{
+		OnStart: func(start context.Context) error {
+			go func() { done <- r.Run(ctx) }()
+			select {
+			case <-r.Running():
+				return nil
+			case err := <-done:
+				return fmt.Errorf("troupefx: router stopped at start: %w", err)
+			case <-start.Done():
+				cancel()
+				return start.Err()
+			}
+		},
+		OnStop: func(stop context.Context) error {
+			cancel()
+			select {
+			case err := <-done:
+				return err
+			case <-stop.Done():
+				return fmt.Errorf("troupefx: router still draining: %w", stop.Err())
+			}
+		},
+	})
+	return r, nil
+}
