@@ -367,6 +367,9 @@ func (ch *Channel) Consume(queue string, opts ConsumeOptions) (*Consumer, error)
 	ch.mu.Unlock()
 	if err := q.addConsumer(c); err != nil {
 		ch.forgetConsumer(c)
+		if errors.Is(err, ErrCancelled) && ch.isClosed.Load() {
+			return nil, ch.closedErr()
+		}
 		return nil, ch.fail(err)
 	}
 	return c, nil
@@ -383,6 +386,9 @@ func (ch *Channel) Cancel(tag string) error {
 	delete(ch.consumers, tag)
 	ch.mu.Unlock()
 	if ok {
+		// Marked first, so that a Consume still on its way into the queue
+		// (addConsumer) refuses it instead of adding it after this removal.
+		c.dead.Store(true)
 		c.q.removeConsumer(c)
 		c.cancel(nil)
 	}

@@ -422,10 +422,10 @@ func (q *queue) addConsumer(c *Consumer) error {
 		return newError(NotFound, "no %s", vhostQueue(q.vh.name, q.name))
 	}
 	if c.dead.Load() {
-		// Its channel closed while Consume ran, and looked for it in the
-		// queue before it was added: it must not be added now.
+		// Cancelled, or its channel closed, while Consume ran: the removal
+		// looked for it before it was added, so it must not be added now.
 		q.mu.Unlock()
-		return c.ch.closedErr()
+		return ErrCancelled
 	}
 	if q.exclusiveC != nil || (c.exclusive && len(q.consumers) > 0) {
 		q.mu.Unlock()
