@@ -46,10 +46,11 @@
 //     gets a new UUIDv7 message id, the saga id of the message handled,
 //     that message as causation, the service as producer, and a production
 //     time. Plain code emits with Router.Emitter.
-//   - Shutdown: when Run's context ends, the router stops taking messages
-//     and waits up to Config.ShutdownTimeout for handlers in flight; a
-//     handler's context is cancelled then, and whatever did not finish is
-//     requeued by the broker, not parked.
+//   - Shutdown (written here: watermill closes subscribers before waiting
+//     for handlers): when Run's context ends, the router holds new
+//     messages, lets runs in flight finish within Config.ShutdownTimeout
+//     and acks them, then closes the subscriptions; held messages and runs
+//     cancelled at the timeout are requeued, not parked.
 //
 // # Not yet here
 //

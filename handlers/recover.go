@@ -59,6 +59,14 @@ func typed[E Event](r *Router, reg registration, h Handler[E]) message.HandlerFu
 func (r *Router) recoverability(reg registration, h message.HandlerFunc) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		ctx := msg.Context()
+		if !r.enter() {
+			// Shutting down: hold the message, without a run, until its
+			// subscription closes and requeues it (a nack now would only
+			// bring it straight back).
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		defer r.leave()
 		key := firstOf(msg.Metadata.Get(envelope.IdempotencyKey), msg.UUID)
 		if r.idem != nil && !reg.tx {
 			seen, err := r.idem.Seen(ctx, reg.queue, key)

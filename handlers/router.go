@@ -144,9 +144,12 @@ type Router struct {
 	events message.Publisher
 	queues message.Publisher
 
-	mu      sync.Mutex
-	names   map[string]bool
-	running bool
+	mu       sync.Mutex
+	names    map[string]bool
+	running  bool
+	draining bool
+	drained  chan struct{} // closed when the last run in flight ends while draining
+	inflight int
 
 	handled, duplicates, retried, delayed, deadLettered atomic.Int64
 }
@@ -208,9 +211,11 @@ func (r *Router) Stats() Stats {
 	}
 }
 
-// Run runs the handlers until ctx ends, then stops taking messages, waits
-// up to Config.ShutdownTimeout for handlers in flight, and returns; what
-// did not finish is requeued by the broker. Run may be called once.
+// Run runs the handlers until ctx ends, then shuts down gracefully: it
+// stops taking messages (a message that arrives is held, and requeued at
+// the end), waits up to Config.ShutdownTimeout for the runs in flight to
+// finish and be acked, then closes the subscriptions; a run still going is
+// cancelled and its message requeued. Run may be called once.
 func (r *Router) Run(ctx context.Context) error {
 	r.mu.Lock()
 	if r.running {
@@ -219,8 +224,58 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	r.running = true
 	r.mu.Unlock()
-	err := r.wr.Run(ctx)
+	wctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- r.wr.Run(wctx) }()
+	var err error
+	select {
+	case err = <-done: // the watermill router failed by itself
+	case <-ctx.Done():
+		r.drain()
+		stop()
+		err = <-done
+	}
 	return errors.Join(err, r.events.Close(), r.queues.Close())
+}
+
+// drain stops new runs and waits for those in flight, at most
+// ShutdownTimeout.
+func (r *Router) drain() {
+	r.mu.Lock()
+	r.draining = true
+	r.drained = make(chan struct{})
+	if r.inflight == 0 {
+		close(r.drained)
+	}
+	drained := r.drained
+	r.mu.Unlock()
+	select {
+	case <-drained:
+	case <-time.After(r.cfg.ShutdownTimeout):
+		r.logger.Warn("handlers: shutdown timeout with runs in flight; they are cancelled and requeued",
+			slog.Duration("shutdown_timeout", r.cfg.ShutdownTimeout))
+	}
+}
+
+// enter admits a run; false while draining.
+func (r *Router) enter() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.draining {
+		return false
+	}
+	r.inflight++
+	return true
+}
+
+func (r *Router) leave() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inflight--
+	if r.draining && r.inflight == 0 {
+		close(r.drained)
+	}
 }
 
 // Running is closed once every handler is subscribed.

@@ -164,7 +164,8 @@ func runScenarios(t *testing.T, url string) {
 		{"DuplicateKeyRunsOnce", scenarioDuplicate},
 		{"PanicIsRetried", scenarioPanic},
 		{"EmitCarriesSagaAndCausation", scenarioEmit},
-		{"ShutdownLosesNothingInFlight", scenarioShutdown},
+		{"ShutdownFinishesInFlightRequeuesRest", scenarioShutdown},
+		{"ShutdownTimeoutRequeues", scenarioShutdownTimeout},
 	}
 	for _, s := range scenarios {
 		t.Run(s.name, func(t *testing.T) {
@@ -346,36 +347,93 @@ func scenarioEmit(t *testing.T, f *fixture) {
 	}
 }
 
+// scenarioShutdown: a run in flight when shutdown starts finishes and is
+// acked; a message that has not started is left for the next instance.
 func scenarioShutdown(t *testing.T, f *fixture) {
 	r := f.router()
-	started := make(chan struct{}, 10)
+	started := make(chan string, 10)
+	release := make(chan struct{})
+	var finished atomic.Int32
 	handlers.MustHandle(r, "charge", handlers.HandlerFunc[OrderPlaced](func(ctx context.Context, e OrderPlaced) error {
-		started <- struct{}{}
-		<-ctx.Done() // never finishes by itself: shutdown must requeue it
-		return ctx.Err()
+		started <- e.OrderID
+		<-release // ignores ctx: shutdown must wait for it
+		finished.Add(1)
+		return nil
 	}))
 	stop := f.run(r)
 	must(t, r.Emitter().Emit(context.Background(), OrderPlaced{OrderID: "in-flight"}))
-	<-started
-	stop()
-	// A new instance of the service finds the message again.
+	if id := <-started; id != "in-flight" {
+		t.Fatalf("started %q", id)
+	}
+	must(t, r.Emitter().Emit(context.Background(), OrderPlaced{OrderID: "queued"}))
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("shutdown did not wait for the run in flight")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	<-stopped
+	if finished.Load() != 1 || r.Stats().Handled != 1 {
+		t.Fatalf("in-flight run: finished %d, handled %d", finished.Load(), r.Stats().Handled)
+	}
+	// The next instance gets the queued message, not the finished one.
 	r2 := f.router()
-	done := make(chan string, 1)
+	got := make(chan string, 10)
 	handlers.MustHandle(r2, "charge", handlers.HandlerFunc[OrderPlaced](func(ctx context.Context, e OrderPlaced) error {
-		done <- e.OrderID
+		got <- e.OrderID
 		return nil
 	}))
 	f.run(r2)
 	select {
-	case id := <-done:
-		if id != "in-flight" {
+	case id := <-got:
+		if id != "queued" {
+			t.Fatalf("next instance got %q", id)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the queued message was lost at shutdown")
+	}
+	select {
+	case id := <-got:
+		t.Fatalf("next instance also got %q", id)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// scenarioShutdownTimeout: a run that does not finish within the shutdown
+// timeout is cancelled and its message requeued, not parked.
+func scenarioShutdownTimeout(t *testing.T, f *fixture) {
+	r, err := handlers.NewRouter(handlers.Config{Service: f.service, Exchange: f.exchange(), Retry: &f.policy,
+		ShutdownTimeout: 100 * time.Millisecond}, f.tr)
+	must(t, err)
+	started := make(chan struct{}, 10)
+	handlers.MustHandle(r, "charge", handlers.HandlerFunc[OrderPlaced](func(ctx context.Context, e OrderPlaced) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	stop := f.run(r)
+	must(t, r.Emitter().Emit(context.Background(), OrderPlaced{OrderID: "stuck"}))
+	<-started
+	stop()
+	if s := r.Stats(); s.DeadLettered != 0 || s.Delayed != 0 {
+		t.Fatalf("shutdown parked the message: %+v", s)
+	}
+	r2 := f.router()
+	got := make(chan string, 1)
+	handlers.MustHandle(r2, "charge", handlers.HandlerFunc[OrderPlaced](func(ctx context.Context, e OrderPlaced) error {
+		got <- e.OrderID
+		return nil
+	}))
+	f.run(r2)
+	select {
+	case id := <-got:
+		if id != "stuck" {
 			t.Fatalf("got %q", id)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("the in-flight message was lost at shutdown")
-	}
-	if s := r.Stats(); s.DeadLettered != 0 || s.Delayed != 0 {
-		t.Fatalf("shutdown parked the message: %+v", s)
+		t.Fatal("the cancelled run's message was lost")
 	}
 }
 
