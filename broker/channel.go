@@ -574,8 +574,9 @@ type pendings struct {
 }
 
 func (p *pendings) add(x pending) {
-	if len(p.list) == cap(p.list) && p.head > 0 {
-		// Reuse the settled prefix instead of growing.
+	if len(p.list) == cap(p.list) && p.head >= len(p.list)/2 {
+		// Reuse the settled prefix instead of growing, when it is at least
+		// half of the list: the copy is then paid for by as many adds.
 		n := copy(p.list, p.list[p.head:])
 		clear(p.list[n:])
 		p.list, p.head = p.list[:n], 0

@@ -120,7 +120,6 @@ func deadLetterCycle(m *Message, qname string) bool {
 func (vh *vhost) flush(dls deadLetters) {
 	for len(dls) > 0 {
 		var next deadLetters
-		now := time.Now()
 		vh.mu.RLock()
 		for _, dl := range dls {
 			x, ok := vh.exchanges[dl.exchange]
@@ -132,7 +131,7 @@ func (vh *vhost) flush(dls deadLetters) {
 			var buf [8]*queue
 			for _, q := range vh.route(x, dl.msg, buf[:0]) {
 				if !deadLetterCycle(dl.msg, q.name) {
-					q.enqueue(dl.msg, now, &next)
+					q.enqueue(dl.msg, &next)
 				}
 			}
 		}

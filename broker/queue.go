@@ -166,8 +166,9 @@ func (q *queue) abandoned() bool {
 	return !q.deleted && q.hadConsumers && len(q.consumers) == 0
 }
 
-// deadline computes when a message enqueued now expires (0: never).
-func (q *queue) deadline(m *Message, now time.Time) int64 {
+// deadline computes when a message enqueued now expires (0: never). It
+// reads the clock only for a message that can expire.
+func (q *queue) deadline(m *Message) int64 {
 	ttl, has := q.qa.ttl, q.qa.hasTTL
 	if mttl, ok, _ := m.expiration(); ok && (!has || mttl < ttl) {
 		ttl, has = mttl, true
@@ -175,17 +176,17 @@ func (q *queue) deadline(m *Message, now time.Time) int64 {
 	if !has {
 		return 0
 	}
-	return now.Add(ttl).UnixNano()
+	return time.Now().Add(ttl).UnixNano()
 }
 
 // enqueue adds a published message; false when x-overflow refused it.
-func (q *queue) enqueue(m *Message, now time.Time, dls *deadLetters) bool {
+func (q *queue) enqueue(m *Message, dls *deadLetters) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.deleted {
 		return true
 	}
-	e := entry{msg: m, seq: q.nextSeq, deadline: q.deadline(m, now)}
+	e := entry{msg: m, seq: q.nextSeq, deadline: q.deadline(m)}
 	q.nextSeq++
 	if q.refusesLocked(m) {
 		if q.qa.overflow == RejectPublishDLX {

@@ -63,9 +63,11 @@ func (r *ring) grow() {
 	r.buf, r.head = buf, 0
 }
 
-// shrink returns memory after a large backlog drains.
+// shrink returns memory after a large backlog drains. It waits until the
+// ring is a sixteenth full and leaves it a quarter full, so that a backlog
+// that comes and goes does not regrow it each time.
 func (r *ring) shrink() {
-	if len(r.buf) <= 64 || r.n > len(r.buf)/8 {
+	if len(r.buf) <= 1024 || r.n > len(r.buf)/16 {
 		return
 	}
 	buf := make([]entry, len(r.buf)/4)

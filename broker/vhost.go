@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 )
 
 // vhost is a virtual host: its own exchanges, queues and bindings.
@@ -389,7 +388,6 @@ func (vh *vhost) maybeAutoDelete(q *queue) {
 // publish routes m from exchange xname and enqueues it. It reports how many
 // queues took it and whether one refused it (x-overflow reject-publish).
 func (vh *vhost) publish(xname string, m *Message) (routed int, refused bool, err error) {
-	now := time.Now()
 	var dls deadLetters
 	vh.mu.RLock()
 	x, ok := vh.exchanges[xname]
@@ -404,7 +402,7 @@ func (vh *vhost) publish(xname string, m *Message) (routed int, refused bool, er
 	var buf [8]*queue
 	qs := vh.route(x, m, buf[:0])
 	for _, q := range qs {
-		if !q.enqueue(m, now, &dls) {
+		if !q.enqueue(m, &dls) {
 			refused = true
 		}
 	}

@@ -40,7 +40,7 @@ func (m *matcher[V]) walk(n *node[V], pos int) {
 		}
 		n, pos = c, next
 	}
-	for v := range n.vals {
+	for _, v := range n.list {
 		m.fn(v)
 	}
 	if n.hash != nil {

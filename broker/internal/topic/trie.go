@@ -1,6 +1,9 @@
 package topic
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Trie holds topic bindings: a set of (pattern, value) pairs. The zero value
 // is an empty Trie ready to use.
@@ -24,6 +27,7 @@ type node[V comparable] struct {
 	star     *node[V]            // the word "*"
 	hash     *node[V]            // the word "#"; a hash node never has a hash child
 	vals     map[V]refs          // values bound by the patterns ending here
+	list     []V                 // the keys of vals, for Match to iterate without a map iterator
 }
 
 // refs records which patterns bind one value at one node.
@@ -55,7 +59,7 @@ func (t *Trie[V]) Add(pattern string, v V) bool {
 	for w, ok := it.next(); ok; w, ok = it.next() {
 		n = n.addChild(w)
 	}
-	r := n.vals[v]
+	r, existed := n.vals[v]
 	if it.collapsed {
 		if _, dup := t.aliases[alias[V]{pattern, v}]; dup {
 			return false
@@ -75,6 +79,9 @@ func (t *Trie[V]) Add(pattern string, v V) bool {
 		n.vals = make(map[V]refs)
 	}
 	n.vals[v] = r
+	if !existed {
+		n.list = append(n.list, v)
+	}
 	t.n++
 	return true
 }
@@ -107,6 +114,12 @@ func (t *Trie[V]) Remove(pattern string, v V) bool {
 		n.vals[v] = r
 	} else {
 		delete(n.vals, v)
+		if i := slices.Index(n.list, v); i >= 0 {
+			n.list = slices.Delete(n.list, i, i+1)
+		}
+		if len(n.list) == 0 {
+			n.list = nil
+		}
 	}
 	t.n--
 	prune(path, n)
