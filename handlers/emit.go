@@ -9,6 +9,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 
+	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/transport/envelope"
 )
 
@@ -142,6 +143,17 @@ func (em *Emitter) Emit(ctx context.Context, e Event, opts ...EmitOption) error 
 		return fmt.Errorf("handlers: emit %s: %w", msg.Metadata.Get(envelope.EventKey), err)
 	}
 	return nil
+}
+
+// EmitTx writes e to the outbox in tx (plain code's helper: an HTTP
+// handler stores an order and emits order.placed in one transaction). It
+// is published by the relay after tx commits, and never if tx rolls back.
+func (em *Emitter) EmitTx(ctx context.Context, tx *outbox.Tx, e Event, opts ...EmitOption) error {
+	msg, err := em.m.build(e, nil, opts)
+	if err != nil {
+		return err
+	}
+	return tx.Add(ctx, msg.Metadata.Get(envelope.EventKey), msg.Metadata.Get(envelope.SagaIDKey), msg)
 }
 
 // Metadata returns the metadata of the message being handled (its saga id,

@@ -32,6 +32,11 @@ type Config struct {
 	// ShutdownTimeout bounds how long Run waits for handlers in flight
 	// when its context ends; what does not finish is requeued. 30 s when 0.
 	ShutdownTimeout time.Duration
+	// Relay configures the outbox relay that Run runs when the router has
+	// a database (WithDB).
+	Relay outbox.RelayConfig
+	// NoRelay leaves the outbox to a relay run elsewhere.
+	NoRelay bool
 }
 
 // RetryPolicy is the two-tier recoverability of MassTransit and
@@ -228,6 +233,11 @@ func (r *Router) Run(ctx context.Context) error {
 	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- r.wr.Run(wctx) }()
+	var relayWG sync.WaitGroup
+	if r.db != nil && !r.cfg.NoRelay {
+		relay := outbox.NewRelay(r.db, r.events, r.cfg.Relay, r.logger)
+		relayWG.Go(func() { _ = relay.Run(wctx) })
+	}
 	var err error
 	select {
 	case err = <-done: // the watermill router failed by itself
@@ -236,6 +246,8 @@ func (r *Router) Run(ctx context.Context) error {
 		stop()
 		err = <-done
 	}
+	stop()
+	relayWG.Wait()
 	return errors.Join(err, r.events.Close(), r.queues.Close())
 }
 

@@ -51,7 +51,18 @@ func HandleTx[E Event](r *Router, name string, h TxHandler[E], opts ...HandlerOp
 			if !claimed {
 				return errDuplicate
 			}
-			return h.Handle(ctx, tx, e)
+			if err := h.Handle(ctx, tx, e); err != nil {
+				return err
+			}
+			// What the handler emitted commits with its writes; the relay
+			// publishes it.
+			for _, m := range a.emitted {
+				if err := tx.Add(ctx, m.Metadata.Get(envelope.EventKey), m.Metadata.Get(envelope.SagaIDKey), m); err != nil {
+					return err
+				}
+			}
+			a.emitted = nil
+			return nil
 		})
 	})
 	reg, err := register(r, name, run, true, opts)

@@ -38,6 +38,8 @@ func (d Dialect) String() string {
 type DB struct {
 	db      *sql.DB
 	dialect Dialect
+	dsn     string
+	changed notifier
 }
 
 // Open opens a database by URL: "sqlite:PATH" (or a path ending in .db)
@@ -73,7 +75,7 @@ func open(ctx context.Context, d Dialect, driver, dsn string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("outbox: open %s: %w", d, err)
 	}
-	db := &DB{db: sqldb, dialect: d}
+	db := &DB{db: sqldb, dialect: d, dsn: dsn}
 	if err := db.migrate(ctx); err != nil {
 		sqldb.Close()
 		return nil, err
@@ -114,7 +116,8 @@ func (db *DB) Rebind(query string) string {
 // together.
 type Tx struct {
 	*sql.Tx
-	db *DB
+	db    *DB
+	added int // outbox rows written
 }
 
 // Exec runs a statement written with ? placeholders.
@@ -140,6 +143,9 @@ func (db *DB) InTx(ctx context.Context, f func(tx *Tx) error) error {
 	}
 	if err := sqltx.Commit(); err != nil {
 		return fmt.Errorf("outbox: commit: %w", err)
+	}
+	if tx.added > 0 {
+		db.changed.notify()
 	}
 	return nil
 }

@@ -29,6 +29,45 @@ var migrations = []migration{
 			PRIMARY KEY (consumer, key)
 		)`},
 	},
+	{
+		version: 2,
+		sqlite: []string{`CREATE TABLE troupe_outbox (
+			id              INTEGER PRIMARY KEY AUTOINCREMENT,
+			message_id      TEXT NOT NULL UNIQUE,
+			topic           TEXT NOT NULL,
+			ordering_key    TEXT NOT NULL,
+			payload         BLOB NOT NULL,
+			metadata        TEXT NOT NULL,
+			created_at      TIMESTAMP NOT NULL,
+			attempts        INTEGER NOT NULL DEFAULT 0,
+			next_attempt_at TIMESTAMP,
+			last_error      TEXT,
+			locked_by       TEXT,
+			locked_until    TIMESTAMP,
+			published_at    TIMESTAMP
+		)`,
+			`CREATE INDEX troupe_outbox_pending ON troupe_outbox (ordering_key, id) WHERE published_at IS NULL`,
+			`CREATE INDEX troupe_outbox_published ON troupe_outbox (published_at) WHERE published_at IS NOT NULL`,
+		},
+		postgres: []string{`CREATE TABLE troupe_outbox (
+			id              BIGSERIAL PRIMARY KEY,
+			message_id      TEXT NOT NULL UNIQUE,
+			topic           TEXT NOT NULL,
+			ordering_key    TEXT NOT NULL,
+			payload         BYTEA NOT NULL,
+			metadata        TEXT NOT NULL,
+			created_at      TIMESTAMPTZ NOT NULL,
+			attempts        INTEGER NOT NULL DEFAULT 0,
+			next_attempt_at TIMESTAMPTZ,
+			last_error      TEXT,
+			locked_by       TEXT,
+			locked_until    TIMESTAMPTZ,
+			published_at    TIMESTAMPTZ
+		)`,
+			`CREATE INDEX troupe_outbox_pending ON troupe_outbox (ordering_key, id) WHERE published_at IS NULL`,
+			`CREATE INDEX troupe_outbox_published ON troupe_outbox (published_at) WHERE published_at IS NOT NULL`,
+		},
+	},
 }
 
 // migrationLock is the PostgreSQL advisory lock key that serializes

@@ -29,6 +29,12 @@ func Run(t *testing.T, newURL NewURL) {
 		{"RolledBackClaimIsForgotten", testRollback},
 		{"ConcurrentClaimsOneWinner", testConcurrentClaims},
 		{"SeenAndRecord", testSeenRecord},
+		{"RollbackPublishesNothingCommitPublishes", testAtomicity},
+		{"OrderPerKeyWithConcurrentWriters", testOrderingConcurrentWriters},
+		{"RelayRestartMidBatch", testRestartMidBatch},
+		{"SeveralRelaysNeverPublishARowTwiceAtOnce", testSeveralRelays},
+		{"RefusedRowRetriedWithoutBlockingOtherKeys", testRefusedRowDoesNotBlockOtherKeys},
+		{"RelayWokenAtCommit", testWokenAtCommit},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,0 +1,67 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// notifyChannel is the PostgreSQL NOTIFY channel that wakes relays in other
+// processes when outbox rows commit.
+const notifyChannel = "troupe_outbox"
+
+// Add writes msg to the outbox in tx: it is published to topic after tx
+// commits, by a relay, in commit order with the other messages of its
+// ordering key (a saga id, an aggregate id; "" orders it with nothing
+// else). If tx rolls back, it is never published. The message's UUID must
+// be unique; its metadata (trace context included) travels with it.
+func (tx *Tx) Add(ctx context.Context, topic, orderingKey string, msg *message.Message) error {
+	md, err := json.Marshal(msg.Metadata)
+	if err != nil {
+		return fmt.Errorf("outbox: encode metadata of %s: %w", msg.UUID, err)
+	}
+	if orderingKey == "" {
+		orderingKey = msg.UUID
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO troupe_outbox (message_id, topic, ordering_key, payload, metadata, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`, msg.UUID, topic, orderingKey, []byte(msg.Payload), string(md), time.Now().UTC()); err != nil {
+		return fmt.Errorf("outbox: add %s: %w", msg.UUID, err)
+	}
+	if tx.added == 0 && tx.db.dialect == Postgres {
+		// Delivered at commit, to relays listening in any process.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, notifyChannel); err != nil {
+			return fmt.Errorf("outbox: notify: %w", err)
+		}
+	}
+	tx.added++
+	return nil
+}
+
+// notifier wakes the relays of this process when outbox rows commit.
+type notifier struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+// wait returns a channel closed at the next notify.
+func (n *notifier) wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ch == nil {
+		n.ch = make(chan struct{})
+	}
+	return n.ch
+}
+
+func (n *notifier) notify() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ch != nil {
+		close(n.ch)
+		n.ch = nil
+	}
+}
