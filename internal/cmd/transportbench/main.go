@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -58,7 +59,20 @@ func main() {
 	nAMQP := flag.Int("n-amqp", 10000, "messages per RabbitMQ run")
 	pubs := flag.Int("publishers", 16, "concurrent publishing goroutines (one message per Publish call)")
 	only := flag.String("only", "", "comma-separated subset of runs (inproc,gochannel,troupe-amqp,watermill-amqp,raw-amqp091)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	amqpURL := os.Getenv(testutil.AMQPURLEnv)
 	want := func(name string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), name) }
 
@@ -88,6 +102,10 @@ func main() {
 		run("troupe-amqp", mode+", batches of 100", *nAMQP, func(c int) (result, error) { return benchTransport(amqpURL, persistent, 1, 100, c) })
 		run("watermill-amqp", mode, *nAMQP, func(c int) (result, error) { return benchWatermillAMQP(amqpURL, persistent, *pubs, c) })
 		run("raw-amqp091", mode+", 1 publisher", *nAMQP, func(c int) (result, error) { return benchRaw(amqpURL, persistent, c) })
+		run("troupe-amqp", mode+", publish only", *nAMQP, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, *pubs, 1, c) })
+		run("troupe-amqp", mode+", publish only, batches of 100", *nAMQP, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, 1, 100, c) })
+		run("troupe-amqp", mode+", publish only, 16 x batches of 64", *nAMQP, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, 16, 64, c) })
+		run("raw-amqp091", mode+", publish only", *nAMQP, func(c int) (result, error) { return publishOnlyRaw(amqpURL, persistent, c) })
 	}
 	if amqpURL == "" {
 		fmt.Fprintf(os.Stderr, "%s not set: RabbitMQ runs skipped (use scripts/with-servers.sh)\n", testutil.AMQPURLEnv)
@@ -338,32 +356,129 @@ func benchRaw(url string, persistent bool, n int) (result, error) {
 	return c.result(n, time.Since(start)), nil
 }
 
+// publishOnlyTransport times publishing n messages with confirms into a
+// queue nobody consumes (the queue is declared, then deleted).
+func publishOnlyTransport(url string, persistent bool, pubs, batch, n int) (result, error) {
+	tr, err := transport.Open(url)
+	if err != nil {
+		return result{}, err
+	}
+	defer tr.Close()
+	topic := "bench.po." + watermill.NewShortUUID()
+	sub, err := tr.NewSubscriber(bus.SubscriberConfig{Group: "bench"})
+	if err != nil {
+		return result{}, err
+	}
+	if err := sub.(message.SubscribeInitializer).SubscribeInitialize(topic); err != nil {
+		return result{}, err
+	}
+	defer deleteQueue(url, "bench."+topic, "bench."+topic+".dlq")
+	pub, err := tr.NewPublisher(bus.PublisherConfig{Transient: !persistent})
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	if err := publishAll(pub, topic, pubs, batch, n); err != nil {
+		return result{}, err
+	}
+	return result{n: n, elapsed: time.Since(start)}, nil
+}
+
+// publishOnlyRaw is the amqp091-go baseline: one goroutine, up to 1,000
+// unconfirmed messages in flight, into a queue nobody consumes.
+func publishOnlyRaw(url string, persistent bool, n int) (result, error) {
+	conn, err := amqp091.Dial(url)
+	if err != nil {
+		return result{}, err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return result{}, err
+	}
+	q, err := ch.QueueDeclare("bench.raw.po."+watermill.NewShortUUID(), true, true, false, false, nil)
+	if err != nil {
+		return result{}, err
+	}
+	if err := ch.Confirm(false); err != nil {
+		return result{}, err
+	}
+	mode := amqp091.Transient
+	if persistent {
+		mode = amqp091.Persistent
+	}
+	window := make(chan *amqp091.DeferredConfirmation, 1000)
+	errs := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		for dc := range window {
+			if !dc.Wait() {
+				errs <- fmt.Errorf("nack for %d", dc.DeliveryTag)
+				return
+			}
+		}
+		errs <- nil
+	}()
+	for range n {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "", q.Name, false, false,
+			amqp091.Publishing{DeliveryMode: mode, Body: stamp().Payload})
+		if err != nil {
+			return result{}, err
+		}
+		window <- dc
+	}
+	close(window)
+	if err := <-errs; err != nil {
+		return result{}, err
+	}
+	return result{n: n, elapsed: time.Since(start)}, nil
+}
+
+func deleteQueue(url string, names ...string) {
+	conn, err := amqp091.Dial(url)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	if ch, err := conn.Channel(); err == nil {
+		for _, name := range names {
+			_, _ = ch.QueueDelete(name, false, false, false)
+		}
+	}
+}
+
 func printTable(w io.Writer, rs []result, pubs int) {
 	fmt.Fprintf(w, "\n1 KiB messages, publish -> consume -> ack, %d publishing goroutines unless noted; one subscription.\n\n", pubs)
 	fmt.Fprintln(w, "| transport | mode | messages | msg/s | p50 | p99 |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|")
 	for _, r := range rs {
-		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %v | %v |\n", r.name, r.variant, r.n, r.rate(),
-			r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
+		p50, p99 := "-", "-"
+		if r.p50 > 0 {
+			p50, p99 = r.p50.Round(time.Microsecond).String(), r.p99.Round(time.Microsecond).String()
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s |\n", r.name, r.variant, r.n, r.rate(), p50, p99)
 	}
-	ratio := func(a, b, mode string) {
-		var ra, rb float64
+	rate := func(name, variant string) float64 {
 		for _, r := range rs {
-			if r.name == a && r.variant == mode {
-				ra = r.rate()
-			}
-			if r.name == b && strings.HasPrefix(r.variant, mode) {
-				rb = r.rate()
+			if r.name == name && r.variant == variant {
+				return r.rate()
 			}
 		}
-		if ra > 0 && rb > 0 {
-			fmt.Fprintf(w, "\n%s / %s (%s): %.2fx", a, b, mode, ra/rb)
+		return 0
+	}
+	ratio := func(a, av, b, bv string) {
+		if ra, rb := rate(a, av), rate(b, bv); ra > 0 && rb > 0 {
+			fmt.Fprintf(w, "\n%s (%s) / %s (%s): %.2fx", a, av, b, bv, ra/rb)
 		}
 	}
 	for _, mode := range []string{"transient", "persistent"} {
-		ratio("inproc", "gochannel", mode)
-		ratio("troupe-amqp", "raw-amqp091", mode)
-		ratio("troupe-amqp", "watermill-amqp", mode)
+		ratio("inproc", mode, "gochannel", mode)
+		ratio("troupe-amqp", mode, "watermill-amqp", mode)
+		ratio("troupe-amqp", mode, "raw-amqp091", mode+", 1 publisher")
+		ratio("troupe-amqp", mode+", batches of 100", "raw-amqp091", mode+", 1 publisher")
+		ratio("troupe-amqp", mode+", publish only", "raw-amqp091", mode+", publish only")
+		ratio("troupe-amqp", mode+", publish only, batches of 100", "raw-amqp091", mode+", publish only")
+		ratio("troupe-amqp", mode+", publish only, 16 x batches of 64", "raw-amqp091", mode+", publish only")
 	}
 	fmt.Fprintln(w)
 }
