@@ -314,3 +314,22 @@ troupe_amqp_probe() {
 	exec {fd}>&-
 	[[ $reply == 010000????????000a000a ]]
 }
+
+# troupe_stop_server SIGNAL PID USER: stop a server whose state is in $dir —
+# signal its main process, wait for it (then SIGKILL), stop whatever else
+# runs as USER for $dir, release its ports and remove $dir. Uses the
+# caller's $dir and $root.
+troupe_stop_server() {
+	local sig=$1 pid=$2 user=$3
+	if troupe_owned "$pid" "$dir"; then
+		kill -"$sig" "$pid" 2>/dev/null || true
+		troupe_wait_gone 20 "$pid" || kill -KILL "$pid" 2>/dev/null || true
+	fi
+	if ! troupe_kill_owner "$dir" "$user" 5; then
+		troupe_fail "could not stop processes $(troupe_owner_pids "$dir" "$user" | tr '\n' ' ')of $dir"
+		return 1
+	fi
+	troupe_release_ports "$dir"
+	rm -rf -- "$dir"
+	troupe_cleanup_state_root "$root"
+}

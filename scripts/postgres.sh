@@ -187,19 +187,9 @@ stop() {
 	t0=$(troupe_clock)
 	troupe_require_root
 	load_state || true
-	# Immediate shutdown: the data directory is thrown away anyway.
+	# Immediate shutdown (SIGQUIT): the data directory is thrown away anyway.
 	pid=$(postmaster_pid)
-	if troupe_owned "$pid" "$dir"; then
-		kill -QUIT "$pid" 2>/dev/null || true
-		troupe_wait_gone 20 "$pid" || kill -KILL "$pid" 2>/dev/null || true
-	fi
-	if ! troupe_kill_owner "$dir" postgres 5; then
-		troupe_fail "could not stop processes $(troupe_owner_pids "$dir" postgres | tr '\n' ' ')of $dir"
-		return 1
-	fi
-	troupe_release_ports "$dir"
-	rm -rf -- "$dir"
-	troupe_cleanup_state_root "$root"
+	troupe_stop_server QUIT "$pid" postgres || return 1
 	troupe_say "stopped${port:+ server on port $port} in $(troupe_since "$t0")"
 }
 

@@ -229,17 +229,7 @@ stop() {
 	# SIGTERM makes RabbitMQ shut down cleanly; then everything else carrying our marker
 	# (the rabbitmq-server wrapper, epmd, CLI tools still running) is stopped.
 	beam=$(beam_pid)
-	if troupe_owned "$beam" "$dir"; then
-		kill -TERM "$beam" 2>/dev/null || true
-		troupe_wait_gone 20 "$beam" || kill -KILL "$beam" 2>/dev/null || true
-	fi
-	if ! troupe_kill_owner "$dir" rabbitmq 5; then
-		troupe_fail "could not stop processes $(troupe_owner_pids "$dir" rabbitmq | tr '\n' ' ')of $dir"
-		return 1
-	fi
-	troupe_release_ports "$dir"
-	rm -rf -- "$dir"
-	troupe_cleanup_state_root "$root"
+	troupe_stop_server TERM "$beam" rabbitmq || return 1
 	troupe_say "stopped ${nodename:-node} in $(troupe_since "$t0")"
 }
 
