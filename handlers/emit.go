@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/troupehq/troupe/outbox"
+	"github.com/troupehq/troupe/tracing"
 	"github.com/troupehq/troupe/transport/envelope"
 )
 
@@ -63,7 +64,7 @@ func Emit(ctx context.Context, e Event, opts ...EmitOption) error {
 	if !ok {
 		return ErrNotInHandler
 	}
-	msg, err := a.m.build(e, a.cause, opts)
+	msg, err := a.m.build(ctx, e, a.cause, opts)
 	if err != nil {
 		return err
 	}
@@ -78,8 +79,10 @@ type messages struct {
 	now     func() time.Time
 }
 
-// build makes the message for e, caused by cause (nil from plain code).
-func (m *messages) build(e Event, cause *message.Message, opts []EmitOption) (*message.Message, error) {
+// build makes the message for e, caused by cause (nil from plain code). The
+// trace context of ctx (the handler's span, or the caller's) is stored in
+// the message now, so that it survives a wait in the outbox.
+func (m *messages) build(ctx context.Context, e Event, cause *message.Message, opts []EmitOption) (*message.Message, error) {
 	var o emitOptions
 	for _, opt := range opts {
 		opt.apply(&o)
@@ -107,13 +110,9 @@ func (m *messages) build(e Event, cause *message.Message, opts []EmitOption) (*m
 	if cause != nil {
 		md.Set(envelope.CausationIDKey, cause.UUID)
 		sagaID = firstOf(sagaID, cause.Metadata.Get(envelope.SagaIDKey))
-		for _, k := range []string{envelope.TraceParentKey, envelope.TraceStateKey} {
-			if v := cause.Metadata.Get(k); v != "" {
-				md.Set(k, v)
-			}
-		}
 	}
 	md.Set(envelope.SagaIDKey, firstOf(sagaID, msg.UUID))
+	tracing.Inject(ctx, md)
 	return msg, nil
 }
 
@@ -128,28 +127,38 @@ func firstOf(a, b string) string {
 // Emit publishes at once and returns when the broker confirmed. Safe for
 // concurrent use.
 type Emitter struct {
-	m   *messages
-	pub message.Publisher
+	m        *messages
+	pub      message.Publisher
+	exchange string
 }
 
 // Emit publishes e with its name as routing key.
 func (em *Emitter) Emit(ctx context.Context, e Event, opts ...EmitOption) error {
-	msg, err := em.m.build(e, nil, opts)
+	msg, err := em.m.build(ctx, e, nil, opts)
 	if err != nil {
 		return err
 	}
+	return em.publish(ctx, msg)
+}
+
+// publish publishes msg in a producer span.
+func (em *Emitter) publish(ctx context.Context, msg *message.Message) error {
+	event := msg.Metadata.Get(envelope.EventKey)
+	ctx, span := tracing.StartPublish(ctx, msg, em.exchange)
 	msg.SetContext(ctx)
-	if err := em.pub.Publish(msg.Metadata.Get(envelope.EventKey), msg); err != nil {
-		return fmt.Errorf("handlers: emit %s: %w", msg.Metadata.Get(envelope.EventKey), err)
+	err := em.pub.Publish(event, msg)
+	if err != nil {
+		err = fmt.Errorf("handlers: emit %s: %w", event, err)
 	}
-	return nil
+	tracing.End(span, err)
+	return err
 }
 
 // EmitTx writes e to the outbox in tx (plain code's helper: an HTTP
 // handler stores an order and emits order.placed in one transaction). It
 // is published by the relay after tx commits, and never if tx rolls back.
 func (em *Emitter) EmitTx(ctx context.Context, tx *outbox.Tx, e Event, opts ...EmitOption) error {
-	msg, err := em.m.build(e, nil, opts)
+	msg, err := em.m.build(ctx, e, nil, opts)
 	if err != nil {
 		return err
 	}

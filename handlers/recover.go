@@ -10,6 +10,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/troupehq/troupe/tracing"
 	"github.com/troupehq/troupe/transport/bus"
 	"github.com/troupehq/troupe/transport/envelope"
 )
@@ -67,45 +68,53 @@ func (r *Router) recoverability(reg registration, h message.HandlerFunc) message
 			return ctx.Err()
 		}
 		defer r.leave()
-		key := firstOf(msg.Metadata.Get(envelope.IdempotencyKey), msg.UUID)
-		if r.idem != nil && !reg.tx {
-			seen, err := r.idem.Seen(ctx, reg.queue, key)
-			if err != nil {
-				return fmt.Errorf("idempotency check: %w", err)
-			}
-			if seen {
-				r.duplicates.Add(1)
-				return nil
-			}
+		ctx, span := tracing.StartProcess(ctx, msg, reg.queue)
+		err := r.handle(ctx, reg, h, msg)
+		tracing.End(span, err)
+		return err
+	}
+}
+
+// handle runs one delivery of msg; see recoverability.
+func (r *Router) handle(ctx context.Context, reg registration, h message.HandlerFunc, msg *message.Message) error {
+	key := firstOf(msg.Metadata.Get(envelope.IdempotencyKey), msg.UUID)
+	if r.idem != nil && !reg.tx {
+		seen, err := r.idem.Seen(ctx, reg.queue, key)
+		if err != nil {
+			return fmt.Errorf("idempotency check: %w", err)
 		}
-		prior, _ := strconv.Atoi(msg.Metadata.Get(envelope.AttemptsKey))
-		d := &delivery{prior: prior}
-		msg.SetContext(context.WithValue(ctx, deliveryKey{}, d))
-		emitted, err := h(msg)
-		if errors.Is(err, errDuplicate) {
+		if seen {
 			r.duplicates.Add(1)
 			return nil
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return err // shutting down: requeue
-			}
-			return r.park(ctx, reg, msg, d, err)
-		}
-		for _, e := range emitted {
-			e.SetContext(ctx)
-			if err := r.events.Publish(e.Metadata.Get(envelope.EventKey), e); err != nil {
-				return fmt.Errorf("publish emitted %s: %w", e.Metadata.Get(envelope.EventKey), err)
-			}
-		}
-		if r.idem != nil && !reg.tx {
-			if err := r.idem.Record(ctx, reg.queue, key); err != nil {
-				return fmt.Errorf("idempotency record: %w", err)
-			}
-		}
-		r.handled.Add(1)
+	}
+	prior, _ := strconv.Atoi(msg.Metadata.Get(envelope.AttemptsKey))
+	d := &delivery{prior: prior}
+	msg.SetContext(context.WithValue(ctx, deliveryKey{}, d))
+	emitted, err := h(msg)
+	if errors.Is(err, errDuplicate) {
+		r.duplicates.Add(1)
 		return nil
 	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return err // shutting down: requeue
+		}
+		return r.park(ctx, reg, msg, d, err)
+	}
+	em := r.Emitter()
+	for _, e := range emitted {
+		if err := em.publish(ctx, e); err != nil {
+			return err
+		}
+	}
+	if r.idem != nil && !reg.tx {
+		if err := r.idem.Record(ctx, reg.queue, key); err != nil {
+			return fmt.Errorf("idempotency record: %w", err)
+		}
+	}
+	r.handled.Add(1)
+	return nil
 }
 
 // errorKind classifies a failure for the ErrorKindKey header.

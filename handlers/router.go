@@ -206,7 +206,9 @@ func NewRouter(cfg Config, tr transport.Transport, opts ...Option) (*Router, err
 }
 
 // Emitter returns the emitter for plain code of this service.
-func (r *Router) Emitter() *Emitter { return &Emitter{m: r.m, pub: r.events} }
+func (r *Router) Emitter() *Emitter {
+	return &Emitter{m: r.m, pub: r.events, exchange: firstOf(r.cfg.Exchange, bus.DefaultExchange)}
+}
 
 // Stats returns the router's counters.
 func (r *Router) Stats() Stats {

@@ -14,6 +14,9 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/troupehq/troupe/tracing"
 )
 
 // RelayConfig configures a Relay.
@@ -176,6 +179,7 @@ type row struct {
 	payload               []byte
 	metadata              string
 	attempts              int
+	createdAt             time.Time
 }
 
 // Pass claims a batch of rows, publishes them and settles them; it returns
@@ -200,7 +204,7 @@ func (r *Relay) claim(ctx context.Context) ([]row, error) {
 	if r.db.dialect == Postgres {
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
-	q := `SELECT o.id, o.message_id, o.topic, o.ordering_key, o.payload, o.metadata, o.attempts
+	q := `SELECT o.id, o.message_id, o.topic, o.ordering_key, o.payload, o.metadata, o.attempts, o.created_at
 		FROM troupe_outbox o
 		WHERE o.published_at IS NULL
 		  AND (o.locked_until IS NULL OR o.locked_until < ? OR o.locked_by = ?)
@@ -222,7 +226,7 @@ func (r *Relay) claim(ctx context.Context) ([]row, error) {
 		defer rs.Close()
 		for rs.Next() {
 			var w row
-			if err := rs.Scan(&w.id, &w.messageID, &w.topic, &w.key, &w.payload, &w.metadata, &w.attempts); err != nil {
+			if err := rs.Scan(&w.id, &w.messageID, &w.topic, &w.key, &w.payload, &w.metadata, &w.attempts, &w.createdAt); err != nil {
 				return err
 			}
 			rows = append(rows, w)
@@ -295,14 +299,22 @@ func (r *Relay) publishKey(ctx context.Context, rows []row) ([]int64, *failure) 
 			n++
 		}
 		msgs := make([]*message.Message, n)
+		spans := make([]trace.Span, n)
 		for i, w := range rows[:n] {
 			msgs[i] = message.NewMessage(w.messageID, w.payload)
 			if err := json.Unmarshal([]byte(w.metadata), &msgs[i].Metadata); err != nil {
+				endSpans(spans[:i], err)
 				return done, &failure{row: w, err: fmt.Errorf("decode metadata: %w", err)}
 			}
-			msgs[i].SetContext(ctx)
+			// The trace goes on from the emitter's span stored in the row,
+			// through the time the row waited, to this publish.
+			var pctx context.Context
+			pctx, spans[i] = tracing.StartPublish(tracing.RecordWait(ctx, msgs[i], w.createdAt), msgs[i], w.topic)
+			msgs[i].SetContext(pctx)
 		}
-		if err := r.pub.Publish(rows[0].topic, msgs...); err != nil {
+		err := r.pub.Publish(rows[0].topic, msgs...)
+		endSpans(spans, err)
+		if err != nil {
 			// The publisher stops at the first failure; the rows before
 			// it may have been published too, and are published again.
 			return done, &failure{row: rows[0], err: err}
@@ -313,6 +325,12 @@ func (r *Relay) publishKey(ctx context.Context, rows []row) ([]int64, *failure) 
 		rows = rows[n:]
 	}
 	return done, nil
+}
+
+func endSpans(spans []trace.Span, err error) {
+	for _, s := range spans {
+		tracing.End(s, err)
+	}
 }
 
 // settle marks published rows (deleting them without retention) and

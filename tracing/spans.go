@@ -1,0 +1,79 @@
+package tracing
+
+import (
+	"context"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/troupehq/troupe/transport/envelope"
+)
+
+// TracerName is the instrumentation scope of Troupe's spans.
+const TracerName = "github.com/troupehq/troupe"
+
+// Attribute keys of Troupe's spans, beside the OTel messaging conventions.
+const (
+	SagaIDKey = attribute.Key("troupe.saga_id")
+	EventKey  = attribute.Key("troupe.event")
+)
+
+func tracer() trace.Tracer { return otel.Tracer(TracerName) }
+
+// attrs are the messaging attributes of msg (OTel messaging semantic
+// conventions) plus Troupe's.
+func attrs(msg *message.Message, op, destination string) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("messaging.system", "rabbitmq"),
+		attribute.String("messaging.operation.type", op),
+		attribute.String("messaging.destination.name", destination),
+		attribute.String("messaging.message.id", msg.UUID),
+		attribute.String("messaging.rabbitmq.destination.routing_key", msg.Metadata.Get(envelope.EventKey)),
+		EventKey.String(msg.Metadata.Get(envelope.EventKey)),
+		SagaIDKey.String(msg.Metadata.Get(envelope.SagaIDKey)),
+	}
+}
+
+// StartPublish starts the producer span of publishing msg to destination
+// (an exchange, or a queue), as a child of ctx's span, and writes the
+// span's context into msg's metadata so that its consumers continue the
+// trace. The caller ends the span.
+func StartPublish(ctx context.Context, msg *message.Message, destination string) (context.Context, trace.Span) {
+	ctx, span := tracer().Start(ctx, "publish "+msg.Metadata.Get(envelope.EventKey),
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs(msg, "publish", destination)...))
+	Inject(ctx, msg.Metadata)
+	return ctx, span
+}
+
+// StartProcess starts the consumer span of handling msg from queue, as a
+// child of the trace context msg carries. The caller ends the span.
+func StartProcess(ctx context.Context, msg *message.Message, queue string) (context.Context, trace.Span) {
+	ctx = Extract(ctx, msg.Metadata)
+	return tracer().Start(ctx, "process "+msg.Metadata.Get(envelope.EventKey),
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs(msg, "process", queue)...))
+}
+
+// RecordWait records the time msg waited in the outbox, from waitStart
+// (its commit) to now, as a span in its trace, and continues the trace
+// from that span: the returned context is the wait span's.
+func RecordWait(ctx context.Context, msg *message.Message, waitStart time.Time) context.Context {
+	ctx = Extract(ctx, msg.Metadata)
+	ctx, span := tracer().Start(ctx, "outbox wait "+msg.Metadata.Get(envelope.EventKey),
+		trace.WithTimestamp(waitStart), trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(attrs(msg, "outbox", "troupe_outbox")...))
+	span.End()
+	return ctx
+}
+
+// End ends span, recording err (if any) as its error status.
+func End(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}

@@ -1,0 +1,69 @@
+package tracing_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/troupehq/troupe/tracing"
+)
+
+func TestSetupFromEnvironment(t *testing.T) {
+	tests := []struct {
+		name    string
+		give    map[string]string
+		wantErr string
+	}{
+		{"nothing set exports nothing", map[string]string{}, ""},
+		{"console", map[string]string{"OTEL_TRACES_EXPORTER": "console"}, ""},
+		{"otlp over http", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, ""},
+		{"otlp over grpc", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, ""},
+		{"unknown exporter", map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, `OTEL_TRACES_EXPORTER "zipkin"`},
+		{"unknown protocol", map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, `OTEL_EXPORTER_OTLP_PROTOCOL "http/json"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+				"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_SERVICE_NAME"} {
+				t.Setenv(k, tt.give[k])
+			}
+			shutdown, err := tracing.Setup(context.Background(), "svc")
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := shutdown(context.Background()); err != nil && !strings.Contains(err.Error(), "connect") {
+					t.Fatalf("shutdown: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error %v, want it to mention %s", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestInjectExtractRoundTrip(t *testing.T) {
+	tp := sdktrace.NewTracerProvider()
+	defer tp.Shutdown(context.Background())
+	ctx, span := tp.Tracer("t").Start(context.Background(), "parent")
+	defer span.End()
+	_, _ = tracing.Setup(context.Background(), "svc") // installs the W3C propagator
+	msg := message.NewMessage("m", nil)
+	tracing.Inject(ctx, msg.Metadata)
+	if !strings.HasPrefix(msg.Metadata.Get("traceparent"), "00-"+span.SpanContext().TraceID().String()) {
+		t.Fatalf("traceparent %q", msg.Metadata.Get("traceparent"))
+	}
+	got := tracing.Extract(context.Background(), msg.Metadata)
+	sc := otelSpanContext(got)
+	if sc.TraceID() != span.SpanContext().TraceID() || sc.SpanID() != span.SpanContext().SpanID() || !sc.IsRemote() {
+		t.Fatalf("extracted %v", sc)
+	}
+}
+
+func otelSpanContext(ctx context.Context) trace.SpanContext { return trace.SpanContextFromContext(ctx) }
