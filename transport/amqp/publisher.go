@@ -147,7 +147,8 @@ type pubChannel struct {
 	closing chan *amqp091.Error
 	returns chan amqp091.Return
 	flush   chan chan struct{}
-	done    chan struct{}
+	done    chan struct{} // closed by close
+	stopped chan struct{} // closed when collectReturns ends
 	wg      sync.WaitGroup
 
 	mu       sync.Mutex
@@ -169,6 +170,7 @@ func newPubChannel(conn *amqp091.Connection) (*pubChannel, error) {
 		returns:  ch.NotifyReturn(make(chan amqp091.Return, 256)),
 		flush:    make(chan chan struct{}),
 		done:     make(chan struct{}),
+		stopped:  make(chan struct{}),
 		returned: make(map[string]amqp091.Return),
 	}
 	pc.wg.Go(pc.collectReturns)
@@ -179,6 +181,7 @@ func newPubChannel(conn *amqp091.Connection) (*pubChannel, error) {
 // basic.return to the returns channel before it processes the confirm of
 // the same message, so after a confirm a flush finds its return, if any.
 func (pc *pubChannel) collectReturns() {
+	defer close(pc.stopped)
 	for {
 		select {
 		case r, ok := <-pc.returns:
@@ -221,7 +224,7 @@ func (pc *pubChannel) checkReturns(topic string, msgs []*message.Message) error 
 	select {
 	case pc.flush <- reply:
 		<-reply
-	case <-pc.done:
+	case <-pc.stopped: // closed channel or publisher: read what is left
 		pc.drain()
 	}
 	pc.mu.Lock()

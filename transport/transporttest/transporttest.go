@@ -327,7 +327,7 @@ func testReconnect(t *testing.T, e *env, f Features) {
 		t.Skip("the transport has no broker to restart")
 	}
 	ch := e.subscribe(bus.SubscriberConfig{Group: e.group()}, "evt")
-	p := e.publisher(bus.PublisherConfig{ReconnectTimeout: time.Minute})
+	p := e.publisher(bus.PublisherConfig{ReconnectTimeout: time.Minute, Mandatory: true})
 	const n, workers = 2000, 20
 	var mu sync.Mutex
 	published := map[string]bool{}
