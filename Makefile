@@ -2,7 +2,7 @@
 GO ?= go
 
 # Packages with goroutines of their own: run under the race detector.
-RACE_PKGS := ./broker/... ./internal/... ./transport/... ./handlers/... ./outbox/... ./troupefx/... ./tracing/...
+RACE_PKGS := ./broker/... ./internal/... ./transport/... ./handlers/... ./outbox/... ./troupefx/... ./tracing/... ./examples/...
 # Packages with tests that need the real servers (files *_integration_test.go).
 INTEGRATION_PKGS = $(sort $(dir $(shell find . -name '*_integration_test.go' -not -path './.git/*')))
 

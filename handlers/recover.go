@@ -69,23 +69,34 @@ func (r *Router) recoverability(reg registration, h message.HandlerFunc) message
 		}
 		defer r.leave()
 		ctx, span := tracing.StartProcess(ctx, msg, reg.queue)
-		err := r.handle(ctx, reg, h, msg)
+		outcome, cause, err := r.handle(ctx, reg, h, msg)
 		tracing.End(span, err)
+		if len(r.observers) > 0 {
+			if err != nil {
+				outcome, cause = Requeued, err
+			}
+			r.observe(ctx, Observation{
+				Handler: reg.name, Queue: reg.queue, Event: reg.event, MessageID: msg.UUID,
+				SagaID: msg.Metadata.Get(envelope.SagaIDKey), Outcome: outcome, Err: cause,
+			})
+		}
 		return err
 	}
 }
 
 // handle runs one delivery of msg; see recoverability.
-func (r *Router) handle(ctx context.Context, reg registration, h message.HandlerFunc, msg *message.Message) error {
+// It reports the outcome and, when parked, the handler's error; a non-nil
+// error means the message must be requeued.
+func (r *Router) handle(ctx context.Context, reg registration, h message.HandlerFunc, msg *message.Message) (Outcome, error, error) {
 	key := firstOf(msg.Metadata.Get(envelope.IdempotencyKey), msg.UUID)
 	if r.idem != nil && !reg.tx {
 		seen, err := r.idem.Seen(ctx, reg.queue, key)
 		if err != nil {
-			return fmt.Errorf("idempotency check: %w", err)
+			return 0, nil, fmt.Errorf("idempotency check: %w", err)
 		}
 		if seen {
 			r.duplicates.Add(1)
-			return nil
+			return Duplicate, nil, nil
 		}
 	}
 	prior, _ := strconv.Atoi(msg.Metadata.Get(envelope.AttemptsKey))
@@ -94,27 +105,27 @@ func (r *Router) handle(ctx context.Context, reg registration, h message.Handler
 	emitted, err := h(msg)
 	if errors.Is(err, errDuplicate) {
 		r.duplicates.Add(1)
-		return nil
+		return Duplicate, nil, nil
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return err // shutting down: requeue
+			return 0, nil, err // shutting down: requeue
 		}
-		return r.park(ctx, reg, msg, d, err)
+		return Parked, err, r.park(ctx, reg, msg, d, err)
 	}
 	em := r.Emitter()
 	for _, e := range emitted {
 		if err := em.publish(ctx, e); err != nil {
-			return err
+			return 0, nil, err
 		}
 	}
 	if r.idem != nil && !reg.tx {
 		if err := r.idem.Record(ctx, reg.queue, key); err != nil {
-			return fmt.Errorf("idempotency record: %w", err)
+			return 0, nil, fmt.Errorf("idempotency record: %w", err)
 		}
 	}
 	r.handled.Add(1)
-	return nil
+	return Handled, nil, nil
 }
 
 // errorKind classifies a failure for the ErrorKindKey header.

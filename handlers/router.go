@@ -138,16 +138,17 @@ type Stats struct {
 // Router runs a service's typed handlers on watermill's Router. Handlers
 // are registered with Handle before Run. Safe for concurrent use.
 type Router struct {
-	cfg    Config
-	retry  RetryPolicy
-	tr     transport.Transport
-	logger *slog.Logger
-	idem   IdempotencyStore
-	db     *outbox.DB
-	m      *messages
-	wr     *message.Router
-	events message.Publisher
-	queues message.Publisher
+	cfg       Config
+	retry     RetryPolicy
+	tr        transport.Transport
+	logger    *slog.Logger
+	idem      IdempotencyStore
+	db        *outbox.DB
+	observers []func(context.Context, Observation)
+	m         *messages
+	wr        *message.Router
+	events    message.Publisher
+	queues    message.Publisher
 
 	mu       sync.Mutex
 	names    map[string]bool

@@ -1,0 +1,227 @@
+package shop
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/troupehq/troupe/handlers"
+	"github.com/troupehq/troupe/outbox"
+)
+
+// Order statuses.
+const (
+	Pending   = "PENDING"
+	Confirmed = "CONFIRMED"
+	Cancelled = "CANCELLED"
+)
+
+// Order is an order as the order service keeps it.
+type Order struct {
+	ID            string         `json:"id"`
+	Customer      string         `json:"customer"`
+	Items         []Item         `json:"items"`
+	Amount        int            `json:"amount"`
+	PaymentMethod string         `json:"payment_method"`
+	Status        string         `json:"status"`
+	Reason        string         `json:"reason,omitempty"`
+	History       []HistoryEntry `json:"history"`
+}
+
+// HistoryEntry is one step of an order's life.
+type HistoryEntry struct {
+	At     time.Time `json:"at"`
+	Status string    `json:"status"`
+	Event  string    `json:"event"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// PlaceRequest is the body of POST /orders.
+type PlaceRequest struct {
+	Customer      string `json:"customer"`
+	Items         []Item `json:"items"`
+	Amount        int    `json:"amount"`
+	PaymentMethod string `json:"payment_method"`
+}
+
+// FieldError names the request field that is wrong.
+type FieldError struct {
+	Field, Problem string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
+
+// Validate checks a request field by field.
+func (r PlaceRequest) Validate() error {
+	switch {
+	case strings.TrimSpace(r.Customer) == "":
+		return &FieldError{"customer", "required"}
+	case len(r.Items) == 0:
+		return &FieldError{"items", "at least one item is required"}
+	case r.PaymentMethod == "":
+		return &FieldError{"payment_method", "required"}
+	}
+	total := 0
+	for i, it := range r.Items {
+		switch {
+		case it.SKU == "":
+			return &FieldError{fmt.Sprintf("items[%d].sku", i), "required"}
+		case it.Quantity <= 0:
+			return &FieldError{fmt.Sprintf("items[%d].quantity", i), "must be positive"}
+		case it.Price < 0:
+			return &FieldError{fmt.Sprintf("items[%d].price", i), "must not be negative"}
+		}
+		total += it.Quantity * it.Price
+	}
+	if r.Amount != total {
+		return &FieldError{"amount", fmt.Sprintf("is %d but the items add up to %d", r.Amount, total)}
+	}
+	return nil
+}
+
+// OrderService places orders and follows them to their end.
+type OrderService struct {
+	db *outbox.DB
+	em *handlers.Emitter
+}
+
+var orderSchema = []string{
+	`CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL, items TEXT NOT NULL,
+		amount INTEGER NOT NULL, payment_method TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '')`,
+	`CREATE TABLE IF NOT EXISTS order_history (order_id TEXT NOT NULL, at TIMESTAMP NOT NULL, status TEXT NOT NULL,
+		event TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '')`,
+	`CREATE TABLE IF NOT EXISTS order_idempotency (key TEXT PRIMARY KEY, order_id TEXT NOT NULL)`,
+}
+
+// NewOrderService creates the service's tables and registers its handlers.
+func NewOrderService(ctx context.Context, db *outbox.DB, r *handlers.Router) (*OrderService, error) {
+	if err := createSchema(ctx, db, orderSchema); err != nil {
+		return nil, err
+	}
+	s := &OrderService{db: db, em: r.Emitter()}
+	return s, errors.Join(
+		handlers.HandleTx(r, "on-reserved", handlers.TxHandlerFunc[InventoryReserved](func(ctx context.Context, tx *outbox.Tx, e InventoryReserved) error {
+			return s.settle(ctx, tx, e.OrderID, Confirmed, e.EventName(), "")
+		})),
+		handlers.HandleTx(r, "on-payment-failed", handlers.TxHandlerFunc[PaymentFailed](func(ctx context.Context, tx *outbox.Tx, e PaymentFailed) error {
+			return s.settle(ctx, tx, e.OrderID, Cancelled, e.EventName(), e.Reason)
+		})),
+		handlers.HandleTx(r, "on-refunded", handlers.TxHandlerFunc[PaymentRefunded](func(ctx context.Context, tx *outbox.Tx, e PaymentRefunded) error {
+			return s.settle(ctx, tx, e.OrderID, Cancelled, e.EventName(), e.Reason)
+		})),
+	)
+}
+
+// Place stores a new order and emits order.placed in one transaction. With
+// an idempotency key, a retried request returns the order the first one
+// created (created is false) instead of a second order.
+func (s *OrderService) Place(ctx context.Context, req PlaceRequest, idempotencyKey string) (o Order, created bool, err error) {
+	if err := req.Validate(); err != nil {
+		return Order{}, false, err
+	}
+	id := uuid.Must(uuid.NewV7()).String()
+	err = s.db.InTx(ctx, func(tx *outbox.Tx) error {
+		if idempotencyKey != "" {
+			var existing string
+			err := tx.QueryRow(ctx, `SELECT order_id FROM order_idempotency WHERE key = ?`, idempotencyKey).Scan(&existing)
+			if err == nil {
+				id = existing
+				return nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO order_idempotency (key, order_id) VALUES (?, ?)`, idempotencyKey, id); err != nil {
+				return err
+			}
+		}
+		items, _ := json.Marshal(req.Items)
+		if _, err := tx.Exec(ctx, `INSERT INTO orders (id, customer, items, amount, payment_method, status) VALUES (?, ?, ?, ?, ?, ?)`,
+			id, req.Customer, string(items), req.Amount, req.PaymentMethod, Pending); err != nil {
+			return err
+		}
+		if err := history(ctx, tx, id, Pending, "order.placed", ""); err != nil {
+			return err
+		}
+		created = true
+		return s.em.EmitTx(ctx, tx, OrderPlaced{OrderID: id, Customer: req.Customer, Items: req.Items,
+			Amount: req.Amount, PaymentMethod: req.PaymentMethod}, handlers.WithSagaID(id))
+	})
+	if err != nil {
+		return Order{}, false, fmt.Errorf("place order: %w", err)
+	}
+	o, err = s.Get(ctx, id)
+	return o, created, err
+}
+
+// ErrNoOrder is returned by Get for an unknown id.
+var ErrNoOrder = errors.New("shop: no such order")
+
+// Get returns an order with its history.
+func (s *OrderService) Get(ctx context.Context, id string) (Order, error) {
+	o := Order{ID: id}
+	var items string
+	err := s.db.SQL().QueryRowContext(ctx, s.db.Rebind(`SELECT customer, items, amount, payment_method, status, reason FROM orders WHERE id = ?`), id).
+		Scan(&o.Customer, &items, &o.Amount, &o.PaymentMethod, &o.Status, &o.Reason)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Order{}, ErrNoOrder
+	}
+	if err != nil {
+		return Order{}, err
+	}
+	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
+		return Order{}, err
+	}
+	rows, err := s.db.SQL().QueryContext(ctx, s.db.Rebind(`SELECT at, status, event, detail FROM order_history WHERE order_id = ? ORDER BY at`), id)
+	if err != nil {
+		return Order{}, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var h HistoryEntry
+		if err := rows.Scan(&h.At, &h.Status, &h.Event, &h.Detail); err != nil {
+			return Order{}, err
+		}
+		o.History = append(o.History, h)
+	}
+	return o, rows.Err()
+}
+
+// settle moves a pending order to its end state and emits it.
+func (s *OrderService) settle(ctx context.Context, tx *outbox.Tx, id, status, event, reason string) error {
+	res, err := tx.Exec(ctx, `UPDATE orders SET status = ?, reason = ? WHERE id = ? AND status = ?`, status, reason, id, Pending)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil // already settled (or unknown): nothing to do
+	}
+	if err := history(ctx, tx, id, status, event, reason); err != nil {
+		return err
+	}
+	if status == Confirmed {
+		return handlers.Emit(ctx, OrderConfirmed{OrderID: id})
+	}
+	return handlers.Emit(ctx, OrderCancelled{OrderID: id, Reason: reason})
+}
+
+func history(ctx context.Context, tx *outbox.Tx, id, status, event, detail string) error {
+	_, err := tx.Exec(ctx, `INSERT INTO order_history (order_id, at, status, event, detail) VALUES (?, ?, ?, ?, ?)`,
+		id, time.Now().UTC(), status, event, detail)
+	return err
+}
+
+func createSchema(ctx context.Context, db *outbox.DB, stmts []string) error {
+	for _, s := range stmts {
+		if _, err := db.SQL().ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("schema: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,267 @@
+package shop_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/troupehq/troupe/examples/ecommerce/shop"
+	"github.com/troupehq/troupe/handlers"
+)
+
+var stackSeq atomic.Int64
+
+func fastRetry() *handlers.RetryPolicy {
+	return &handlers.RetryPolicy{Immediate: 2, InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond,
+		Multiplier: 2, MaxElapsed: time.Second, Delays: []time.Duration{20 * time.Millisecond, 50 * time.Millisecond}}
+}
+
+// startStack runs the four services on a private bundled broker and
+// serves the order API.
+func startStack(t *testing.T, pay shop.PaymentConfig) (*shop.Stack, *httptest.Server) {
+	t.Helper()
+	s, err := shop.Start(context.Background(), shop.Config{
+		BusURL:  fmt.Sprintf("mem://shop-test-%d", stackSeq.Add(1)),
+		DataDir: t.TempDir(),
+		Payment: pay,
+		Stock:   map[string]int{"apple": 10, "pear": 1},
+		Retry:   fastRetry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Order.HTTPHandler())
+	t.Cleanup(func() {
+		srv.Close()
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s, srv
+}
+
+func post(t *testing.T, srv *httptest.Server, body any, key string) (int, map[string]any) {
+	t.Helper()
+	var buf bytes.Buffer
+	if s, ok := body.(string); ok {
+		buf.WriteString(s)
+	} else if err := json.NewEncoder(&buf).Encode(body); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/orders", &buf)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+func order(customer, method string, items ...shop.Item) shop.PlaceRequest {
+	amount := 0
+	for _, it := range items {
+		amount += it.Quantity * it.Price
+	}
+	return shop.PlaceRequest{Customer: customer, Items: items, Amount: amount, PaymentMethod: method}
+}
+
+// awaitEnd polls GET /orders/{id} until the order leaves PENDING.
+func awaitEnd(t *testing.T, srv *httptest.Server, id string) shop.Order {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(srv.URL + "/orders/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var o shop.Order
+		err = json.NewDecoder(resp.Body).Decode(&o)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Status != shop.Pending {
+			return o
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("order %s still pending: %+v", id, o)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func count(t *testing.T, s *shop.Stack, svc, query string, args ...any) int {
+	t.Helper()
+	db := s.DB(svc)
+	var n int
+	if err := db.SQL().QueryRow(db.Rebind(query), args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestCheckoutOutcomes(t *testing.T) {
+	s, srv := startStack(t, shop.PaymentConfig{DeclinedMethod: "card-declined", Limit: 100_000})
+	tests := []struct {
+		name       string
+		give       shop.PlaceRequest
+		wantStatus string
+		wantReason string
+		wantCharge string // status of the charge row; "" for none
+	}{
+		{"happy path", order("ada", "card", shop.Item{SKU: "apple", Quantity: 2, Price: 100}), shop.Confirmed, "", "captured"},
+		{"payment declined", order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), shop.Cancelled, "card declined", ""},
+		{"over the limit", order("cy", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 200_000}), shop.Cancelled, "over the limit", ""},
+		{"out of stock is refunded", order("dee", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}, shop.Item{SKU: "pear", Quantity: 2, Price: 50}),
+			shop.Cancelled, "out of stock: pear", "refunded"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := post(t, srv, tt.give, "")
+			if code != http.StatusCreated {
+				t.Fatalf("POST: %d %v", code, body)
+			}
+			o := awaitEnd(t, srv, body["id"].(string))
+			if o.Status != tt.wantStatus || !strings.Contains(o.Reason, tt.wantReason) {
+				t.Fatalf("order ended %s %q, want %s %q", o.Status, o.Reason, tt.wantStatus, tt.wantReason)
+			}
+			if got := chargeStatus(t, s, o.ID); got != tt.wantCharge {
+				t.Fatalf("charge %q, want %q", got, tt.wantCharge)
+			}
+			kind := map[string]string{shop.Confirmed: "confirmed", shop.Cancelled: "cancelled"}[o.Status]
+			awaitCount(t, s, shop.NotifySvc, `SELECT COUNT(*) FROM notifications WHERE order_id = ? AND kind = ?`, 1, o.ID, kind)
+			if len(o.History) < 2 || o.History[0].Event != "order.placed" {
+				t.Fatalf("history %+v", o.History)
+			}
+		})
+	}
+	// Stock: 10 apples - 2 (happy) = 8, the out-of-stock order's apple was
+	// given back; the pear was never taken.
+	if n := count(t, s, shop.InventorySvc, `SELECT available FROM stock WHERE sku = ?`, "apple"); n != 8 {
+		t.Fatalf("apples left %d, want 8", n)
+	}
+	if n := count(t, s, shop.InventorySvc, `SELECT available FROM stock WHERE sku = ?`, "pear"); n != 1 {
+		t.Fatalf("pears left %d, want 1", n)
+	}
+	books, err := s.Books(context.Background())
+	if err != nil || !books.Balanced() {
+		t.Fatalf("books: %v %v", books, err)
+	}
+}
+
+func chargeStatus(t *testing.T, s *shop.Stack, orderID string) string {
+	t.Helper()
+	db := s.DB(shop.PaymentSvc)
+	var status string
+	err := db.SQL().QueryRow(db.Rebind(`SELECT status FROM charges WHERE order_id = ?`), orderID).Scan(&status)
+	if err != nil {
+		return ""
+	}
+	return status
+}
+
+func awaitCount(t *testing.T, s *shop.Stack, svc, query string, want int, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for count(t, s, svc, query, args...) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: count %d, want %d", query, count(t, s, svc, query, args...), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestTransientPaymentFailures: the gateway times out on most first tries;
+// retries get every order through with exactly one charge each.
+func TestTransientPaymentFailures(t *testing.T) {
+	s, srv := startStack(t, shop.PaymentConfig{TransientFailureRate: 0.6, Seed: 7})
+	var ids []string
+	for i := range 8 {
+		code, body := post(t, srv, order(fmt.Sprint("c", i), "card", shop.Item{SKU: "apple", Quantity: 1, Price: 10}), "")
+		if code != http.StatusCreated {
+			t.Fatalf("POST: %d %v", code, body)
+		}
+		ids = append(ids, body["id"].(string))
+	}
+	for _, id := range ids {
+		if o := awaitEnd(t, srv, id); o.Status != shop.Confirmed {
+			t.Fatalf("order %s ended %s %q", id, o.Status, o.Reason)
+		}
+		if n := count(t, s, shop.PaymentSvc, `SELECT COUNT(*) FROM charges WHERE order_id = ?`, id); n != 1 {
+			t.Fatalf("order %s charged %d times", id, n)
+		}
+	}
+	if s.Payment.Timeouts() == 0 {
+		t.Fatal("the gateway never failed: the test proves nothing")
+	}
+	books, err := s.Books(context.Background())
+	if err != nil || !books.Balanced() || books.Confirmed != 8 {
+		t.Fatalf("books: %v %v", books, err)
+	}
+}
+
+func TestDuplicatePostWithIdempotencyKey(t *testing.T) {
+	s, srv := startStack(t, shop.PaymentConfig{})
+	req := order("eve", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100})
+	code1, first := post(t, srv, req, "checkout-42")
+	code2, second := post(t, srv, req, "checkout-42")
+	if code1 != http.StatusCreated || code2 != http.StatusOK || first["id"] != second["id"] {
+		t.Fatalf("first %d %v, second %d %v", code1, first["id"], code2, second["id"])
+	}
+	awaitEnd(t, srv, first["id"].(string))
+	if n := count(t, s, shop.OrderSvc, `SELECT COUNT(*) FROM orders`); n != 1 {
+		t.Fatalf("%d orders", n)
+	}
+	if n := count(t, s, shop.PaymentSvc, `SELECT COUNT(*) FROM charges`); n != 1 {
+		t.Fatalf("%d charges", n)
+	}
+}
+
+func TestBadRequestsNameTheField(t *testing.T) {
+	_, srv := startStack(t, shop.PaymentConfig{})
+	tests := []struct {
+		name      string
+		give      any
+		wantField string
+		wantError string
+	}{
+		{"no customer", order("", "card", shop.Item{SKU: "a", Quantity: 1, Price: 1}), "customer", "required"},
+		{"no items", shop.PlaceRequest{Customer: "x", PaymentMethod: "card"}, "items", "at least one"},
+		{"zero quantity", order("x", "card", shop.Item{SKU: "a", Quantity: 0, Price: 1}), "items[0].quantity", "positive"},
+		{"wrong amount", shop.PlaceRequest{Customer: "x", PaymentMethod: "card", Amount: 5, Items: []shop.Item{{SKU: "a", Quantity: 1, Price: 1}}}, "amount", "add up to 1"},
+		{"no payment method", order("x", "", shop.Item{SKU: "a", Quantity: 1, Price: 1}), "payment_method", "required"},
+		{"unknown field", `{"customer":"x","colour":"red"}`, "", "unknown field"},
+		{"not JSON", `{"customer":`, "", "body"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := post(t, srv, tt.give, "")
+			if code != http.StatusBadRequest || body["field"] != nilIfEmpty(tt.wantField) || !strings.Contains(fmt.Sprint(body["error"]), tt.wantError) {
+				t.Fatalf("%d %v", code, body)
+			}
+		})
+	}
+	resp, err := http.Get(srv.URL + "/orders/nope")
+	if err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET unknown order: %v %v", resp.StatusCode, err)
+	}
+}
+
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
