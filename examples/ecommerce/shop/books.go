@@ -11,8 +11,8 @@ import (
 // reserved equals the confirmed orders' items.
 type Books struct {
 	Confirmed, Cancelled, Pending int
-	Captured, Refunded, Owed     int // cents
-	Reserved, Ordered            int // items
+	Captured, Refunded, Owed      int // cents
+	Reserved, Ordered             int // items
 }
 
 // Balanced reports whether the books balance.
