@@ -62,8 +62,11 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		return nil, errors.New("outbox: sqlite URL without a path")
 	}
 	q := url.Values{}
-	q.Add("_pragma", "journal_mode(WAL)")
+	// busy_timeout first: the pragmas run in order on every new connection,
+	// and switching a fresh file to WAL takes a lock that concurrent
+	// openers (replicas migrating at once) must wait for, not fail on.
 	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Set("_txlock", "immediate") // writers queue at BEGIN, not at their first write
@@ -76,11 +79,42 @@ func open(ctx context.Context, d Dialect, driver, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("outbox: open %s: %w", d, err)
 	}
 	db := &DB{db: sqldb, dialect: d, dsn: dsn}
-	if err := db.migrate(ctx); err != nil {
+	if err := db.migrateRetryingBusy(ctx); err != nil {
 		sqldb.Close()
 		return nil, err
 	}
 	return db, nil
+}
+
+// migrateRetryingBusy migrates, retrying while SQLite reports the file
+// busy. Several processes opening one new file at once race to switch it to
+// WAL, and SQLite answers the losers SQLITE_BUSY at once, without its busy
+// handler; once the file is in WAL mode (which persists) that cannot recur.
+func (db *DB) migrateRetryingBusy(ctx context.Context) error {
+	wait := 5 * time.Millisecond
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := db.migrate(ctx)
+		if err == nil || db.dialect != SQLite || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
+
+// isBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED.
+func isBusy(err error) bool {
+	var coded interface{ Code() int }
+	if !errors.As(err, &coded) {
+		return false
+	}
+	primary := coded.Code() & 0xff // extended codes keep the primary in the low byte
+	return primary == 5 || primary == 6
 }
 
 // SQL returns the underlying *sql.DB for the service's own queries.
