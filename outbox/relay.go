@@ -1,12 +1,14 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -258,10 +260,12 @@ type failure struct {
 	err error
 }
 
-// publish publishes the claimed rows, each ordering key in order on its
-// own goroutine (up to Concurrency at once): consecutive rows of one topic
-// go in one Publish call, so their confirms pipeline. A key stops at its
-// first refused row.
+// publish publishes the claimed rows. The ordering keys are dealt out to
+// up to Concurrency workers; each publishes its share in commit order,
+// consecutive rows of one topic (whatever their keys) in one Publish call,
+// so that many confirms are in flight at once. A worker stops at its first
+// refused row: the rows of its share after it are released for the next
+// pass, which keeps every key in order; the other workers go on.
 func (r *Relay) publish(ctx context.Context, rows []row) (done []int64, failures []failure) {
 	var order []string
 	byKey := map[string][]row{}
@@ -271,14 +275,16 @@ func (r *Relay) publish(ctx context.Context, rows []row) (done []int64, failures
 		}
 		byKey[w.key] = append(byKey[w.key], w)
 	}
+	shares := make([][]row, min(r.cfg.Concurrency, len(order)))
+	for i, k := range order {
+		shares[i%len(shares)] = append(shares[i%len(shares)], byKey[k]...)
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, r.cfg.Concurrency)
-	for _, k := range order {
-		sem <- struct{}{}
+	for _, share := range shares {
+		slices.SortFunc(share, func(a, b row) int { return cmp.Compare(a.id, b.id) })
 		wg.Go(func() {
-			defer func() { <-sem }()
-			ok, f := r.publishKey(ctx, byKey[k])
+			ok, f := r.publishKey(ctx, share)
 			mu.Lock()
 			done = append(done, ok...)
 			if f != nil {
@@ -291,6 +297,8 @@ func (r *Relay) publish(ctx context.Context, rows []row) (done []int64, failures
 	return done, failures
 }
 
+// publishKey publishes rows in order, runs of one topic per Publish call,
+// and stops at the first failure.
 func (r *Relay) publishKey(ctx context.Context, rows []row) ([]int64, *failure) {
 	var done []int64
 	for len(rows) > 0 {
