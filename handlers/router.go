@@ -152,6 +152,7 @@ type Router struct {
 
 	mu       sync.Mutex
 	names    map[string]bool
+	regs     []HandlerInfo // in registration order
 	running  bool
 	draining bool
 	drained  chan struct{} // closed when the last run in flight ends while draining
@@ -353,6 +354,7 @@ func register[E Event](r *Router, name string, h Handler[E], tx bool, opts []Han
 		return registration{}, err
 	}
 	r.wr.AddConsumerHandler(name, event, sub, r.chain(reg, typed(r, reg, h), o))
+	r.record(reg)
 	return reg, nil
 }
 
