@@ -4,12 +4,15 @@
 //
 //	troupe demo [-orders N] [-retry-delay D]
 //	troupe dlq <list|show|replay> -url URL -queue QUEUE [flags]
+//	troupe graph [-format mermaid|dot] [DECLARATION.saga.json]
 //
 // demo runs the bundled broker in process through a checkout choreography
 // (order -> payment -> inventory -> order -> notify, with a retry through a
 // TTL queue, a dead letter and a refund) and prints every event as it
 // happens. dlq lists a handler's dead letters grouped by error and by saga,
-// shows one, and replays one, a group or all to their work queue.
+// shows one, and replays one, a group or all to their work queue. graph
+// prints a saga's graph as Mermaid or DOT: the e-commerce checkout's, or
+// that of a JSON declaration file (package saga).
 package main
 
 import (
@@ -41,6 +44,7 @@ const usage = `usage: troupe <command> [flags]
 commands:
   demo    run the bundled broker through a checkout choreography, printing each event
   dlq     list, show and replay a handler's dead letters
+  graph   print a saga's graph (the checkout's by default) as Mermaid or DOT
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -53,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "dlq":
 		return runDLQ(ctx, args[1:], stdout, stderr)
+	case "graph":
+		return runGraph(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

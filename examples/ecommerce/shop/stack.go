@@ -61,7 +61,8 @@ type Stack struct {
 }
 
 // Start opens the databases, registers every handler and runs the routers;
-// it returns once they all consume.
+// it returns once they all consume. When it runs every service, it checks
+// CheckoutSaga against their handlers and fails if they disagree.
 func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if len(cfg.Services) == 0 {
 		cfg.Services = []string{OrderSvc, PaymentSvc, InventorySvc, NotifySvc}
@@ -77,6 +78,10 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 			s.Close()
 			return nil, fmt.Errorf("start %s: %w", name, err)
 		}
+	}
+	if err := s.checkSaga(cfg.Services); err != nil {
+		s.Close()
+		return nil, err
 	}
 	return s, nil
 }

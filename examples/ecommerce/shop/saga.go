@@ -1,0 +1,98 @@
+package shop
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/troupehq/troupe/saga"
+)
+
+// CheckoutSaga declares the checkout choreography, as the services' handlers
+// implement it:
+//
+//   - place (order service, from POST /orders) emits order.placed; it is
+//     undone by cancelling the order (order.cancelled) when the charge is
+//     declined (payment.failed) or refunded (payment.refunded);
+//   - charge (payment) turns order.placed into payment.captured or
+//     payment.failed; it is undone by a refund (payment.refunded) when the
+//     stock cannot be reserved (inventory.failed);
+//   - reserve (inventory) turns payment.captured into inventory.reserved or
+//     inventory.failed; it is the pivot: nothing after it fails, and a
+//     failed reservation returns its partial holds in its own transaction;
+//   - confirm (order) turns inventory.reserved into order.confirmed;
+//   - notify listens to both endings and emits notification.sent.
+//
+// The saga completes with order.confirmed and is compensated with
+// order.cancelled. Start checks it against the routers when it runs every
+// service; the JSON form is ../checkout.saga.json (written by the tests
+// with -rewrite). Do not modify it.
+var CheckoutSaga = saga.Saga{
+	Name:  "checkout",
+	Start: OrderPlaced{}.EventName(),
+	Steps: []saga.Step{{
+		Name:    "place",
+		Service: OrderSvc,
+		Success: OrderPlaced{}.EventName(),
+		Compensation: &saga.Compensation{
+			On:   []string{PaymentFailed{}.EventName(), PaymentRefunded{}.EventName()},
+			Done: OrderCancelled{}.EventName(),
+		},
+	}, {
+		Name:    "charge",
+		Service: PaymentSvc,
+		Trigger: OrderPlaced{}.EventName(),
+		Success: PaymentCaptured{}.EventName(),
+		Failure: PaymentFailed{}.EventName(),
+		Compensation: &saga.Compensation{
+			On:   []string{InventoryFailed{}.EventName()},
+			Done: PaymentRefunded{}.EventName(),
+		},
+	}, {
+		Name:           "reserve",
+		Service:        InventorySvc,
+		Trigger:        PaymentCaptured{}.EventName(),
+		Success:        InventoryReserved{}.EventName(),
+		Failure:        InventoryFailed{}.EventName(),
+		NoCompensation: "pivot: once the stock is reserved nothing later fails, and a failed reservation releases its partial holds in its own transaction",
+	}, {
+		Name:           "confirm",
+		Service:        OrderSvc,
+		Trigger:        InventoryReserved{}.EventName(),
+		Success:        OrderConfirmed{}.EventName(),
+		NoCompensation: "last step",
+	}},
+	Listeners: []saga.Listener{{
+		Name:    "notify",
+		Service: NotifySvc,
+		On:      []string{OrderConfirmed{}.EventName(), OrderCancelled{}.EventName()},
+		Emits:   []string{NotificationSent{}.EventName()},
+	}},
+	Completed:   []string{OrderConfirmed{}.EventName()},
+	Compensated: []string{OrderCancelled{}.EventName()},
+}
+
+// Registry returns what the routers of this stack consume, for
+// saga.Check or for a registry file (saga.WriteRegistry). Safe for
+// concurrent use.
+func (s *Stack) Registry() (saga.Registry, error) {
+	return saga.RegistryOf(s.routers...)
+}
+
+// checkSaga checks CheckoutSaga against the routers, when this process
+// runs every service of it; a process running some of them cannot see the
+// others' handlers (check with their registry files instead).
+func (s *Stack) checkSaga(services []string) error {
+	for _, svc := range CheckoutSaga.Services() {
+		if !slices.Contains(services, svc) {
+			return nil
+		}
+	}
+	reg, err := s.Registry()
+	if err != nil {
+		return err
+	}
+	if err := saga.Check(&CheckoutSaga, reg); err != nil {
+		return fmt.Errorf("checkout saga: %w", err)
+	}
+	return nil
+}
