@@ -54,6 +54,7 @@ func RegistryOf(routers ...*handlers.Router) (Registry, error) {
 
 // WriteRegistry writes the registry file of the routers' services: call it
 // at start-up in each service process, once its handlers are registered.
+// Safe to call while the routers run.
 func WriteRegistry(w io.Writer, routers ...*handlers.Router) error {
 	reg, err := RegistryOf(routers...)
 	if err != nil {
@@ -68,7 +69,8 @@ func WriteRegistry(w io.Writer, routers ...*handlers.Router) error {
 }
 
 // ReadRegistry decodes one registry file, strictly: unknown fields,
-// trailing data, empty or malformed names are errors.
+// trailing data, empty or malformed names are errors. The result is
+// sorted by service and handler.
 func ReadRegistry(r io.Reader) (Registry, error) {
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
@@ -173,6 +175,9 @@ func (reg Registry) consumers(event string) []string {
 // runs only some services should check against the registry files of all.
 // Read-only; safe for concurrent use.
 func Check(s *Saga, reg Registry) error {
+	if s == nil {
+		return errNilSaga
+	}
 	errs := []error{s.Validate()}
 	defect := func(step, listener, event string, d Defect, format string, args ...any) {
 		errs = append(errs, &DefectError{Saga: s.Name, Step: step, Listener: listener, Event: event, Defect: d, Detail: fmt.Sprintf(format, args...)})

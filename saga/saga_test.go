@@ -226,3 +226,17 @@ func TestKindAndDefectStrings(t *testing.T) {
 		}
 	}
 }
+
+func TestNilSaga(t *testing.T) {
+	var s *saga.Saga
+	if err := s.Validate(); err == nil {
+		t.Fatal("nil saga validated")
+	}
+	if err := saga.Check(nil, saga.Registry{}); err == nil {
+		t.Fatal("nil saga checked")
+	}
+	var b strings.Builder
+	if err := saga.WriteMermaid(&b, nil); err == nil {
+		t.Fatal("nil saga drawn")
+	}
+}

@@ -109,6 +109,9 @@ func Defects(err error) []*DefectError {
 // failure that never starts the compensation of a step completed before
 // it. Read-only; safe for concurrent use.
 func (s *Saga) Validate() error {
+	if s == nil {
+		return errNilSaga
+	}
 	v := &validator{s: s}
 	v.fields()
 	// The paths mean something only once the fields are well-formed.
@@ -119,6 +122,8 @@ func (s *Saga) Validate() error {
 	}
 	return errors.Join(v.errs...)
 }
+
+var errNilSaga = errors.New("saga: nil declaration")
 
 type validator struct {
 	s    *Saga
