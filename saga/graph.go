@@ -54,6 +54,8 @@ type gedge struct {
 }
 
 type drawing struct {
+	s        *Saga
+	endNode  map[string]string // ending event -> its node
 	name     string
 	top      []gnode   // nodes outside any service: start
 	services []string  // in order of first appearance
@@ -66,7 +68,16 @@ func draw(s *Saga) (*drawing, error) {
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("saga: cannot draw an invalid declaration: %w", err)
 	}
-	d := &drawing{name: s.Name, services: s.Services(), top: []gnode{{"start", s.Name, startNode}}}
+	d := &drawing{s: s, name: s.Name, services: s.Services(), top: []gnode{{"start", s.Name, startNode}}, endNode: map[string]string{}}
+	d.nodes()
+	d.allEdges()
+	return d, nil
+}
+
+// nodes places the steps, compensations and listeners in their services,
+// and the endings below.
+func (d *drawing) nodes() {
+	s := d.s
 	d.inside = make([][]gnode, len(d.services))
 	in := func(service string, n gnode) {
 		i := slices.Index(d.services, service)
@@ -81,7 +92,6 @@ func draw(s *Saga) (*drawing, error) {
 	for i, l := range s.Listeners {
 		in(l.Service, gnode{fmt.Sprintf("l%d", i), l.Name, listenerNode})
 	}
-	endNode := map[string]string{}
 	for _, e := range []struct {
 		events []string
 		id     string
@@ -91,63 +101,75 @@ func draw(s *Saga) (*drawing, error) {
 			d.bottom = append(d.bottom, gnode{e.id, e.id, e.class})
 		}
 		for _, ev := range e.events {
-			endNode[ev] = e.id
+			d.endNode[ev] = e.id
 		}
 	}
-	consumers := func(event string) []string {
-		var out []string
-		for i, st := range s.Steps {
-			if st.Trigger == event {
-				out = append(out, fmt.Sprintf("s%d", i))
-			}
-		}
-		for i, st := range s.Steps {
-			if st.Compensation != nil && slices.Contains(st.Compensation.On, event) {
-				out = append(out, fmt.Sprintf("c%d", i))
-			}
-		}
-		for i, l := range s.Listeners {
-			if slices.Contains(l.On, event) {
-				out = append(out, fmt.Sprintf("l%d", i))
-			}
-		}
-		if id, ok := endNode[event]; ok {
-			out = append(out, id)
-		}
-		return out
-	}
-	emit := func(from, event string, style edgeStyle) {
-		if event == "" {
-			return
-		}
-		to := consumers(event)
-		if len(to) == 0 {
-			id := fmt.Sprintf("o%d", len(d.bottom))
-			d.bottom = append(d.bottom, gnode{id, event, outputNode})
-			to = []string{id}
-		}
-		for _, t := range to {
-			d.edges = append(d.edges, gedge{from, t, event, style})
-		}
-	}
+}
+
+// allEdges draws each emitted event to its consumers, in declaration
+// order.
+func (d *drawing) allEdges() {
+	s := d.s
 	if len(s.Steps) > 0 && s.Steps[0].Trigger == "" {
 		d.edges = append(d.edges, gedge{"start", "s0", "", plainEdge})
 	} else {
-		emit("start", s.Start, successEdge)
+		d.emit("start", s.Start, successEdge)
 	}
 	for i, st := range s.Steps {
-		emit(fmt.Sprintf("s%d", i), st.Success, successEdge)
-		emit(fmt.Sprintf("s%d", i), st.Failure, failureEdge)
+		d.emit(fmt.Sprintf("s%d", i), st.Success, successEdge)
+		d.emit(fmt.Sprintf("s%d", i), st.Failure, failureEdge)
 		if st.Compensation != nil {
-			emit(fmt.Sprintf("c%d", i), st.Compensation.Done, compensationEdge)
+			d.emit(fmt.Sprintf("c%d", i), st.Compensation.Done, compensationEdge)
 		}
 	}
 	for i, l := range s.Listeners {
 		for _, e := range l.Emits {
-			emit(fmt.Sprintf("l%d", i), e, listenerEdge)
+			d.emit(fmt.Sprintf("l%d", i), e, listenerEdge)
 		}
 	}
-	return d, nil
+}
+
+// emit draws event from node from to each consumer, or to an output node
+// when nothing in the saga consumes it.
+func (d *drawing) emit(from, event string, style edgeStyle) {
+	if event == "" {
+		return
+	}
+	to := d.consumers(event)
+	if len(to) == 0 {
+		id := fmt.Sprintf("o%d", len(d.bottom))
+		d.bottom = append(d.bottom, gnode{id, event, outputNode})
+		to = []string{id}
+	}
+	for _, t := range to {
+		d.edges = append(d.edges, gedge{from, t, event, style})
+	}
+}
+
+// consumers returns the nodes that consume event: steps, compensations,
+// listeners, then the ending.
+func (d *drawing) consumers(event string) []string {
+	s := d.s
+	var out []string
+	for i, st := range s.Steps {
+		if st.Trigger == event {
+			out = append(out, fmt.Sprintf("s%d", i))
+		}
+	}
+	for i, st := range s.Steps {
+		if st.Compensation != nil && slices.Contains(st.Compensation.On, event) {
+			out = append(out, fmt.Sprintf("c%d", i))
+		}
+	}
+	for i, l := range s.Listeners {
+		if slices.Contains(l.On, event) {
+			out = append(out, fmt.Sprintf("l%d", i))
+		}
+	}
+	if id, ok := d.endNode[event]; ok {
+		out = append(out, id)
+	}
+	return out
 }
 
 // Colours of the paths and nodes, shared by both formats.
@@ -208,38 +230,7 @@ func WriteMermaid(w io.Writer, s *Saga) error {
 		fmt.Fprintf(&b, "  %s %s%s %s\n", e.from, arrows[e.style], label, e.to)
 		links[e.style] = append(links[e.style], strconv.Itoa(i))
 	}
-	classes := []struct {
-		name, style string
-		class       nodeClass
-	}{
-		{"sagastart", "fill:#ffffff,stroke:" + grey, startNode},
-		{"step", "fill:" + stepBG + ",stroke:" + blue, stepNode},
-		{"compensation", "fill:" + compBG + ",stroke:" + orange, compensationNode},
-		{"listener", "fill:" + lightBG + ",stroke:" + grey + ",stroke-dasharray:3 3", listenerNode},
-		{"completedend", "fill:" + okBG + ",stroke:" + green, completedNode},
-		{"unsuccessfulend", "fill:" + badBG + ",stroke:" + red, unsuccessfulNode},
-		{"output", "fill:" + lightBG + ",stroke:" + grey, outputNode},
-	}
-	all := slices.Concat(d.top, slices.Concat(d.inside...), d.bottom)
-	for _, c := range classes {
-		var ids []string
-		for _, n := range all {
-			if n.class == c.class {
-				ids = append(ids, n.id)
-			}
-		}
-		if len(ids) > 0 {
-			fmt.Fprintf(&b, "  classDef %s %s\n  class %s %s\n", c.name, c.style, strings.Join(ids, ","), c.name)
-		}
-	}
-	for _, l := range []struct {
-		style edgeStyle
-		css   string
-	}{{successEdge, "stroke:" + green}, {failureEdge, "stroke:" + red}, {compensationEdge, "stroke:" + orange}, {listenerEdge, "stroke:" + grey + ",stroke-dasharray:2 4"}} {
-		if ids := links[l.style]; len(ids) > 0 {
-			fmt.Fprintf(&b, "  linkStyle %s %s\n", strings.Join(ids, ","), l.css)
-		}
-	}
+	mermaidStyles(&b, d, links)
 	_, err = io.WriteString(w, b.String())
 	return err
 }
@@ -297,4 +288,40 @@ func WriteDOT(w io.Writer, s *Saga) error {
 	b.WriteString("}\n")
 	_, err = io.WriteString(w, b.String())
 	return err
+}
+
+// mermaidStyles writes the node classes and the colours of the paths.
+func mermaidStyles(b *strings.Builder, d *drawing, links map[edgeStyle][]string) {
+	classes := []struct {
+		name, style string
+		class       nodeClass
+	}{
+		{"sagastart", "fill:#ffffff,stroke:" + grey, startNode},
+		{"step", "fill:" + stepBG + ",stroke:" + blue, stepNode},
+		{"compensation", "fill:" + compBG + ",stroke:" + orange, compensationNode},
+		{"listener", "fill:" + lightBG + ",stroke:" + grey + ",stroke-dasharray:3 3", listenerNode},
+		{"completedend", "fill:" + okBG + ",stroke:" + green, completedNode},
+		{"unsuccessfulend", "fill:" + badBG + ",stroke:" + red, unsuccessfulNode},
+		{"output", "fill:" + lightBG + ",stroke:" + grey, outputNode},
+	}
+	all := slices.Concat(d.top, slices.Concat(d.inside...), d.bottom)
+	for _, c := range classes {
+		var ids []string
+		for _, n := range all {
+			if n.class == c.class {
+				ids = append(ids, n.id)
+			}
+		}
+		if len(ids) > 0 {
+			fmt.Fprintf(b, "  classDef %s %s\n  class %s %s\n", c.name, c.style, strings.Join(ids, ","), c.name)
+		}
+	}
+	for _, l := range []struct {
+		style edgeStyle
+		css   string
+	}{{successEdge, "stroke:" + green}, {failureEdge, "stroke:" + red}, {compensationEdge, "stroke:" + orange}, {listenerEdge, "stroke:" + grey + ",stroke-dasharray:2 4"}} {
+		if ids := links[l.style]; len(ids) > 0 {
+			fmt.Fprintf(b, "  linkStyle %s %s\n", strings.Join(ids, ","), l.css)
+		}
+	}
 }
