@@ -42,13 +42,7 @@ func runGraph(args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("graph: -format %q: want mermaid or dot", *format)
 	}
-	var s *saga.Saga
-	var err error
-	if fs.NArg() == 1 {
-		s, err = saga.ReadFile(fs.Arg(0))
-	} else {
-		s, err = saga.ParseJSON(checkoutJSON)
-	}
+	s, err := loadSaga(fs.Arg(0))
 	if err != nil {
 		return fmt.Errorf("graph: %w", err)
 	}

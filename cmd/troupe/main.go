@@ -5,6 +5,7 @@
 //	troupe demo [-orders N] [-retry-delay D]
 //	troupe dlq <list|show|replay> -url URL -queue QUEUE [flags]
 //	troupe graph [-format mermaid|dot] [DECLARATION.saga.json]
+//	troupe saga check [-saga DECLARATION.saga.json] REGISTRY.json...
 //
 // demo runs the bundled broker in process through a checkout choreography
 // (order -> payment -> inventory -> order -> notify, with a retry through a
@@ -12,7 +13,8 @@
 // happens. dlq lists a handler's dead letters grouped by error and by saga,
 // shows one, and replays one, a group or all to their work queue. graph
 // prints a saga's graph as Mermaid or DOT: the e-commerce checkout's, or
-// that of a JSON declaration file (package saga).
+// that of a JSON declaration file (package saga). saga check checks a
+// declaration against the registry files that the services wrote.
 package main
 
 import (
@@ -45,6 +47,7 @@ commands:
   demo    run the bundled broker through a checkout choreography, printing each event
   dlq     list, show and replay a handler's dead letters
   graph   print a saga's graph (the checkout's by default) as Mermaid or DOT
+  saga    check a saga against the services' registry files
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -59,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDLQ(ctx, args[1:], stdout, stderr)
 	case "graph":
 		return runGraph(args[1:], stdout, stderr)
+	case "saga":
+		return runSaga(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

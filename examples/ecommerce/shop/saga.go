@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/saga"
 )
 
@@ -77,6 +78,10 @@ var CheckoutSaga = saga.Saga{
 func (s *Stack) Registry() (saga.Registry, error) {
 	return saga.RegistryOf(s.routers...)
 }
+
+// Routers returns the routers of this stack's services, e.g. for
+// saga.WriteRegistry. Safe for concurrent use; the slice is a copy.
+func (s *Stack) Routers() []*handlers.Router { return slices.Clone(s.routers) }
 
 // checkSaga checks CheckoutSaga against the routers, when this process
 // runs every service of it; a process running some of them cannot see the

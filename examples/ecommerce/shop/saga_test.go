@@ -188,3 +188,49 @@ func TestCheckoutTransitions(t *testing.T) {
 		t.Errorf("the checkout has %d events, the table %d", n, len(tests))
 	}
 }
+
+// TestCheckoutSagaAgainstRegistryFiles runs each service as its own stack,
+// as one process per service would, each writing its registry file; the
+// check reads them all back.
+func TestCheckoutSagaAgainstRegistryFiles(t *testing.T) {
+	bus := fmt.Sprintf("mem://shop-saga-files-%d", stackSeq.Add(1))
+	dir := t.TempDir()
+	files := map[string]string{}
+	for _, svc := range []string{shop.OrderSvc, shop.PaymentSvc, shop.InventorySvc, shop.NotifySvc} {
+		s, err := shop.Start(context.Background(), shop.Config{BusURL: bus, DataDir: dir, Services: []string{svc}, Retry: fastRetry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		reg, err := s.Registry()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := saga.WriteRegistry(&buf, s.Routers()...); err != nil {
+			t.Fatal(err)
+		}
+		files[svc] = filepath.Join(dir, svc+".registry.json")
+		if err := os.WriteFile(files[svc], buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if len(reg.Services) != 1 || reg.Services[0].Service != svc {
+			t.Fatalf("stack of %s registers %+v", svc, reg)
+		}
+	}
+	reg, err := saga.ReadRegistryFiles(files[shop.OrderSvc], files[shop.PaymentSvc], files[shop.InventorySvc], files[shop.NotifySvc])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := saga.Check(&shop.CheckoutSaga, reg); err != nil {
+		t.Fatal(err)
+	}
+	reg, err = saga.ReadRegistryFiles(files[shop.OrderSvc], files[shop.PaymentSvc], files[shop.NotifySvc])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := saga.Defects(saga.Check(&shop.CheckoutSaga, reg))
+	if len(got) != 1 || got[0].Step != "reserve" || got[0].Event != "payment.captured" || got[0].Defect != saga.Unconsumed {
+		t.Fatalf("without the inventory's file: %v", got)
+	}
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/troupehq/troupe/saga"
+)
+
+// runSaga dispatches troupe saga's subcommands.
+func runSaga(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "check" {
+		fmt.Fprintln(stderr, "usage: troupe saga check [-saga DECLARATION.saga.json] REGISTRY.json...")
+		if len(args) == 0 {
+			return fmt.Errorf("saga: no subcommand given")
+		}
+		return fmt.Errorf("saga: unknown subcommand %q", args[0])
+	}
+	return runSagaCheck(args[1:], stdout, stderr)
+}
+
+// runSagaCheck checks a declaration against the registry files that the
+// services wrote (saga.WriteRegistry): the start-up check of a deployment
+// with one process per service.
+func runSagaCheck(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("saga check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: troupe saga check [-saga DECLARATION.saga.json] REGISTRY.json...")
+		fmt.Fprintln(stderr, "checks the saga (the e-commerce checkout by default) against the services' registry files")
+		fs.PrintDefaults()
+	}
+	file := fs.String("saga", "", "saga declaration file (JSON); the e-commerce checkout when empty")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return fmt.Errorf("saga check: give the registry files of the services")
+	}
+	s, err := loadSaga(*file)
+	if err != nil {
+		return fmt.Errorf("saga check: %w", err)
+	}
+	reg, err := saga.ReadRegistryFiles(fs.Args()...)
+	if err != nil {
+		return fmt.Errorf("saga check: %w", err)
+	}
+	if err := saga.Check(s, reg); err != nil {
+		return fmt.Errorf("saga check:\n%w", err)
+	}
+	fmt.Fprintf(stdout, "saga %s: %d steps, %d services: the handlers agree with the declaration\n", s.Name, len(s.Steps), len(reg.Services))
+	return nil
+}
+
+// loadSaga reads a declaration file, or the embedded checkout's when path
+// is empty.
+func loadSaga(path string) (*saga.Saga, error) {
+	if path == "" {
+		return saga.ParseJSON(checkoutJSON)
+	}
+	return saga.ReadFile(path)
+}
