@@ -38,7 +38,7 @@
 // Trigger: it is then the initiating step, run by plain code such as an
 // HTTP handler, and its Success is the saga's Start; this lets the
 // initiator have a compensation too (the order service cancels the order).
-// [Listener]s consume the saga's events without changing its outcome (a
+// Listeners ([Listener]) consume the saga's events without changing its outcome (a
 // notifier). The same declaration loads from JSON ([ParseJSON],
 // [ReadFile]), the form `troupe graph` reads.
 //
