@@ -78,11 +78,7 @@ func newFlags(cmd string) (*flag.FlagSet, *options) {
 		fs.StringVar(&o.stock, "stock", "apple=1000,pear=500,plum=50", "initial stock: sku=quantity,...")
 	}
 	fs.BoolVar(&o.quiet, "quiet", false, "do not print a line per event")
-	level := "info"
-	if all {
-		level = "warn"
-	}
-	fs.StringVar(&o.logLevel, "log-level", level, "log level of stderr: debug, info, warn or error")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "log level of stderr: debug, info, warn or error")
 	fs.VisitAll(func(f *flag.Flag) {
 		if env, ok := envNames[f.Name]; ok {
 			f.Usage += " (env " + env + ")"

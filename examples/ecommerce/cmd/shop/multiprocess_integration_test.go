@@ -89,7 +89,7 @@ func TestMultiProcessCheckout(t *testing.T) {
 		start(shop.PaymentSvc, "-http", "127.0.0.1:0", "-transient-failures", fmt.Sprint(transientRate),
 			"-seed", fmt.Sprint(seedThatTimesOutFirst(transientRate))),
 		start(shop.InventorySvc, "-http", "127.0.0.1:0", "-stock", "apple=100,pear=1"),
-		start(shop.NotifySvc, "-http", "127.0.0.1:0"),
+		start(shop.NotifySvc, "-http", "127.0.0.1:0", "-log-level", "info"),
 	}
 	order := start(shop.OrderSvc, "-addr", "127.0.0.1:0")
 	procs = append(procs, order)
@@ -213,7 +213,13 @@ func TestMultiProcessCheckout(t *testing.T) {
 		for _, svc := range []string{shop.OrderSvc, shop.PaymentSvc, shop.InventorySvc, shop.NotifySvc} {
 			spans[svc] = readSpans(t, filepath.Join(dir, svc+".spans.json"))
 		}
-		checkTrace(t, spans, happyID)
+		traceID := checkTrace(t, spans, happyID)
+		// The notify process's log line names the trace and the saga.
+		notify := procs[2]
+		want := regexp.MustCompile(`msg="notification sent".*order_id=` + happyID + `.*trace_id=` + traceID + ` span_id=[0-9a-f]{16} saga_id=` + happyID)
+		if !want.MatchString(notify.err.String()) {
+			t.Fatalf("no notification log line with trace_id %s and saga_id %s:\n%s", traceID, happyID, tail(notify.err.String()))
+		}
 		timeouts := 0
 		for _, s := range spans[shop.PaymentSvc] {
 			for _, e := range s.Events {
@@ -443,8 +449,9 @@ func readSpans(t *testing.T, path string) []jsonSpan {
 type link struct{ name, service string }
 
 // checkTrace checks that the order's trace, rooted at its POST /orders,
-// chains parent -> child through the spans of all four processes.
-func checkTrace(t *testing.T, spans map[string][]jsonSpan, orderID string) {
+// chains parent -> child through the spans of all four processes, and
+// returns its id.
+func checkTrace(t *testing.T, spans map[string][]jsonSpan, orderID string) string {
 	t.Helper()
 	chain := []link{
 		{"POST /orders", shop.OrderSvc},
@@ -506,4 +513,5 @@ func checkTrace(t *testing.T, spans map[string][]jsonSpan, orderID string) {
 		}
 		t.Fatalf("the chain stops before %v; the trace's spans: %s", chain[got], strings.Join(names, ", "))
 	}
+	return traceID
 }
