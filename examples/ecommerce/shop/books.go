@@ -37,7 +37,9 @@ func (s *Stack) Books(ctx context.Context) (Books, error) {
 }
 
 // ReadBooks reads the ledgers of the order, payment and inventory
-// databases, wherever those services run.
+// databases, wherever those services run (in other processes too). It
+// only reads: safe to call while the services run, though books read
+// mid-saga need not balance.
 func ReadBooks(ctx context.Context, orderDB, paymentDB, inventoryDB *outbox.DB) (Books, error) {
 	var b Books
 	rows, err := orderDB.SQL().QueryContext(ctx, `SELECT status, amount, items FROM orders`)
