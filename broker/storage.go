@@ -40,35 +40,52 @@ type storage interface {
 //
 //   - seqs are implied by position: runs records where the pushed seqs
 //     stop being consecutive (a queue skips none, so there is one run);
-//   - deadlines is a parallel array, allocated when the first message with
-//     a deadline is pushed and dropped when the buffer is resized with
-//     none left;
+//   - a block's deadlines are allocated when the first message with a
+//     deadline lands in it;
 //   - counts holds the delivery counts of pushed entries that have one (a
 //     queue pushes none);
 //   - back holds the requeued entries whole. A requeued message was
 //     delivered before every message pushed after it, so back comes before
 //     the pushed ones; Insert keeps that true for any seq by moving pushed
 //     entries into back first.
+//
+// The pointers sit in a list of blocks that double from blockMin to
+// blockMax slots: a short queue stays small, a long one wastes at most a
+// block, growing never copies, and a draining queue frees its blocks one
+// by one.
 type ring struct {
 	back entryRing
 
-	// msgs is a circular buffer of the pushed entries' messages, its
-	// length a power of two; head is the slot of the first, n their
-	// number.
-	msgs []*Message
-	head int
-	n    int
+	// blocks hold the pushed entries, the first at blocks[0].msgs[off],
+	// the last at blocks[len(blocks)-1].msgs[tail-1]; n counts them.
+	blocks    []*block
+	off, tail int
+	n         int
+	// spare is a drained block kept for the next one needed.
+	spare *block
 	// pos is the position of the first pushed entry, counting every entry
 	// ever pushed: positions key runs and counts.
-	pos  uint64
-	runs []seqRun
-	// deadlines is nil or as long as msgs; nDeadlines counts its non-zero
-	// values.
-	deadlines  []int64
-	nDeadlines int
-	counts     map[uint64]uint32
+	pos    uint64
+	runs   []seqRun
+	counts map[uint64]uint32
 
 	bytes int64
+}
+
+// Sizes of a ring's blocks, in messages. A block has 2^k-1 slots, so that
+// with the 8-byte header the Go runtime adds to objects over 512 bytes that
+// hold pointers it fills its size class (120 bytes to 8 KiB) exactly.
+const (
+	blockMin = 15
+	blockMax = 1023
+)
+
+// block is a slice of a ring's pushed entries.
+type block struct {
+	msgs []*Message
+	// deadlines is nil until an entry with a deadline is pushed into the
+	// block, then as long as msgs.
+	deadlines []int64
 }
 
 // seqRun says that the pushed entry at position pos has seq seq, and the
@@ -80,8 +97,6 @@ var _ storage = (*ring)(nil)
 func (r *ring) Len() int     { return r.back.n + r.n }
 func (r *ring) Bytes() int64 { return r.bytes }
 
-func (r *ring) slot(i int) int { return (r.head + i) & (len(r.msgs) - 1) }
-
 // seqAt is the seq of the i-th pushed entry.
 func (r *ring) seqAt(i int) uint64 {
 	p := r.pos + uint64(i)
@@ -92,12 +107,25 @@ func (r *ring) seqAt(i int) uint64 {
 	return r.runs[j].seq + (p - r.runs[j].pos)
 }
 
-// pushed returns the i-th pushed entry.
+// locate returns the block and slot of the i-th pushed entry; i < r.n.
+func (r *ring) locate(i int) (*block, int) {
+	j := r.off + i
+	last := len(r.blocks) - 1
+	for _, b := range r.blocks[:last] {
+		if j < len(b.msgs) {
+			return b, j
+		}
+		j -= len(b.msgs)
+	}
+	return r.blocks[last], j
+}
+
+// pushed returns the i-th pushed entry; i < r.n.
 func (r *ring) pushed(i int) entry {
-	s := r.slot(i)
-	e := entry{msg: r.msgs[s], seq: r.seqAt(i)}
-	if r.deadlines != nil {
-		e.deadline = r.deadlines[s]
+	b, j := r.locate(i)
+	e := entry{msg: b.msgs[j], seq: r.seqAt(i)}
+	if b.deadlines != nil {
+		e.deadline = b.deadlines[j]
 	}
 	if r.counts != nil {
 		e.deliveries = r.counts[r.pos+uint64(i)]
@@ -113,26 +141,21 @@ func (r *ring) at(i int) entry {
 	return r.pushed(i - r.back.n)
 }
 
-// resize moves the pushed entries into buffers of size slots.
-func (r *ring) resize(size int) {
-	msgs := make([]*Message, size)
-	var deadlines []int64
-	if r.nDeadlines > 0 {
-		deadlines = make([]int64, size)
+// newBlock returns an empty block of at least size slots.
+func (r *ring) newBlock(size int) *block {
+	if b := r.spare; b != nil && len(b.msgs) >= size {
+		r.spare = nil
+		return b
 	}
-	for i := range r.n {
-		s := r.slot(i)
-		msgs[i] = r.msgs[s]
-		if deadlines != nil {
-			deadlines[i] = r.deadlines[s]
-		}
-	}
-	r.msgs, r.deadlines, r.head = msgs, deadlines, 0
+	return &block{msgs: make([]*Message, size)}
 }
 
 func (r *ring) Push(e entry) {
-	if r.n == len(r.msgs) {
-		r.resize(max(2*len(r.msgs), 16))
+	if len(r.blocks) == 0 {
+		r.blocks = append(r.blocks, r.newBlock(blockMin))
+	} else if last := r.blocks[len(r.blocks)-1]; r.tail == len(last.msgs) {
+		r.blocks = append(r.blocks, r.newBlock(min(2*len(last.msgs)+1, blockMax)))
+		r.tail = 0
 	}
 	p := r.pos + uint64(r.n)
 	if r.n == 0 {
@@ -140,14 +163,13 @@ func (r *ring) Push(e entry) {
 	} else if last := r.runs[len(r.runs)-1]; e.seq != last.seq+(p-last.pos) {
 		r.runs = append(r.runs, seqRun{pos: p, seq: e.seq})
 	}
-	s := r.slot(r.n)
-	r.msgs[s] = e.msg
+	b := r.blocks[len(r.blocks)-1]
+	b.msgs[r.tail] = e.msg
 	if e.deadline != 0 {
-		if r.deadlines == nil {
-			r.deadlines = make([]int64, len(r.msgs))
+		if b.deadlines == nil {
+			b.deadlines = make([]int64, len(b.msgs))
 		}
-		r.deadlines[s] = e.deadline
-		r.nDeadlines++
+		b.deadlines[r.tail] = e.deadline
 	}
 	if e.deliveries != 0 {
 		if r.counts == nil {
@@ -155,6 +177,7 @@ func (r *ring) Push(e entry) {
 		}
 		r.counts[p] = e.deliveries
 	}
+	r.tail++
 	r.n++
 	r.bytes += e.msg.size()
 }
@@ -197,11 +220,10 @@ func (r *ring) Pop() (entry, bool) {
 // r.bytes to the caller.
 func (r *ring) popPushed() entry {
 	e := r.pushed(0)
-	s := r.slot(0)
-	r.msgs[s] = nil
-	if e.deadline != 0 {
-		r.deadlines[s] = 0
-		r.nDeadlines--
+	b := r.blocks[0]
+	b.msgs[r.off] = nil
+	if b.deadlines != nil {
+		b.deadlines[r.off] = 0
 	}
 	if e.deliveries != 0 {
 		delete(r.counts, r.pos)
@@ -209,7 +231,7 @@ func (r *ring) popPushed() entry {
 			r.counts = nil
 		}
 	}
-	r.head = (r.head + 1) & (len(r.msgs) - 1)
+	r.off++
 	r.n--
 	r.pos++
 	if len(r.runs) > 1 && r.runs[1].pos == r.pos {
@@ -217,12 +239,16 @@ func (r *ring) popPushed() entry {
 	}
 	switch {
 	case r.n == 0:
+		// The head block is the only one: start it over.
+		r.off, r.tail = 0, 0
 		r.runs = r.runs[:0]
-	case len(r.msgs) > 1024 && r.n <= len(r.msgs)/16:
-		// Return memory after a large backlog drains. Wait until the
-		// buffer is a sixteenth full and leave it a quarter full, so that
-		// a backlog that comes and goes does not regrow it each time.
-		r.resize(len(r.msgs) / 4)
+	case r.off == len(b.msgs):
+		r.blocks[0] = nil
+		r.blocks = r.blocks[1:]
+		r.off = 0
+		if r.spare == nil || len(b.msgs) > len(r.spare.msgs) {
+			r.spare = b
+		}
 	}
 	return e
 }

@@ -104,12 +104,9 @@ func (m *ringModel) check() {
 	if ok != (len(m.want) > 0) || (ok && head != m.want[0]) {
 		m.t.Fatalf("Peek = %+v, %t; want the first of %d entries", head, ok, len(m.want))
 	}
-	deadlines, counts := 0, 0
+	counts := 0
 	for i := range r.n {
 		e := r.pushed(i)
-		if e.deadline != 0 {
-			deadlines++
-		}
 		if e.deliveries != 0 {
 			counts++
 		}
@@ -120,16 +117,35 @@ func (m *ringModel) check() {
 	if r.n > 0 && r.back.n > 0 && r.back.at(r.back.n-1).seq >= r.seqAt(0) {
 		m.t.Fatalf("requeued seq %d not before pushed seq %d", r.back.at(r.back.n-1).seq, r.seqAt(0))
 	}
-	if deadlines != r.nDeadlines || counts != len(r.counts) {
-		m.t.Fatalf("%d deadlines and %d counts held, side tables say %d and %d", deadlines, counts, r.nDeadlines, len(r.counts))
+	if counts != len(r.counts) {
+		m.t.Fatalf("%d delivery counts held, the side table has %d", counts, len(r.counts))
 	}
-	if r.n < len(r.msgs) {
-		// Free slots hold nothing that keeps a message alive.
-		for i := r.n; i < len(r.msgs); i++ {
-			if r.msgs[r.slot(i)] != nil {
-				m.t.Fatalf("free slot %d holds a message", r.slot(i))
+	// The blocks hold exactly the pushed entries: free slots keep no
+	// message alive and no stale deadline, and no block is empty.
+	held := 0
+	for bi, b := range r.blocks {
+		lo, hi := 0, len(b.msgs)
+		if bi == 0 {
+			lo = r.off
+		}
+		if bi == len(r.blocks)-1 {
+			hi = r.tail
+		}
+		if hi <= lo && r.n > 0 {
+			m.t.Fatalf("block %d of %d holds nothing (slots %d to %d)", bi, len(r.blocks), lo, hi)
+		}
+		for j := range b.msgs {
+			free := j < lo || j >= hi
+			if free && (b.msgs[j] != nil || (b.deadlines != nil && b.deadlines[j] != 0)) {
+				m.t.Fatalf("free slot %d of block %d holds %v, deadline %v", j, bi, b.msgs[j], b.deadlines)
+			}
+			if !free {
+				held++
 			}
 		}
+	}
+	if held != r.n {
+		m.t.Fatalf("blocks hold %d entries, n is %d", held, r.n)
 	}
 }
 
@@ -179,24 +195,32 @@ func TestRingRandom(t *testing.T) {
 	}
 }
 
-// TestRingBigBacklog fills the ring past the shrink threshold with
-// deadlines on every other message, then drains it with requeues in the
-// middle, checking the order and the side tables at the end.
+// TestRingBigBacklog fills the ring with deadlines on every other
+// message, checks that the blocks waste at most one block, then drains it
+// with requeues in the middle and checks that the blocks are freed.
 func TestRingBigBacklog(t *testing.T) {
 	m := &ringModel{t: t}
-	for i := range 5000 {
+	const n = 5000
+	for i := range n {
 		m.op(0, byte(i&0x0f))
 	}
 	m.check()
-	for i := range 4990 {
+	slots := 0
+	for _, b := range m.r.blocks {
+		slots += len(b.msgs)
+	}
+	if slots >= n+blockMax {
+		t.Errorf("%d slots for %d messages", slots, n)
+	}
+	for i := range n - 10 {
 		m.op(2, 0)
 		if i%100 == 0 {
 			m.op(4, byte(i))
 		}
 	}
 	m.check()
-	if len(m.r.msgs) > 1024 {
-		t.Errorf("buffer of %d slots for %d messages: not shrunk", len(m.r.msgs), m.r.n)
+	if len(m.r.blocks) > 2 {
+		t.Errorf("%d blocks left for %d messages", len(m.r.blocks), m.r.n)
 	}
 	for len(m.want) > 0 {
 		m.op(2, 0)
