@@ -192,7 +192,7 @@ func TestDeadLetterOnRejectWithXDeath(t *testing.T) {
 	d := e.get("work")
 	must(t, e.ch.Nack(d.DeliveryTag, 0))
 	dl := e.get("dlq")
-	if dl.Exchange != "dlx" || dl.RoutingKey != "failed" || dl.Properties().Headers["trace"] != "t1" {
+	if dl.Exchange() != "dlx" || dl.RoutingKey() != "failed" || dl.Properties().Headers["trace"] != "t1" {
 		t.Fatalf("dead letter %+v %+v", dl.Message, dl.Properties())
 	}
 	x := deaths(t, dl)

@@ -83,6 +83,10 @@ type Channel struct {
 	publishSeq uint64
 	onConfirm  func(Confirmation)
 	onReturn   func(Return)
+	// headers interns the headers of messages published without
+	// properties (headerForLocked); lastHeader is the latest one used.
+	headers    map[headerKey]*header
+	lastHeader *header
 }
 
 func newChannel(c *Conn, id uint64) *Channel {
@@ -305,18 +309,12 @@ func (ch *Channel) Publish(exchange, key string, msg Publishing, opts PublishOpt
 	if len(msg.Body) > ch.conn.b.opts.maxMessageSize {
 		return 0, ch.fail(newError(PreconditionFailed, "message size %d is larger than configured max size %d", len(msg.Body), ch.conn.b.opts.maxMessageSize))
 	}
-	var m *Message
-	if msg.Properties.isZero() {
-		m = &Message{Exchange: exchange, RoutingKey: key, Body: msg.Body}
-	} else {
-		// One allocation for the message and its properties.
-		mp := &messageWithProps{m: Message{Exchange: exchange, RoutingKey: key, Body: msg.Body}, p: msg.Properties}
-		m = &mp.m
-		m.Props = &mp.p
-		if _, _, err := m.expiration(); err != nil {
+	hasProps := !msg.Properties.isZero()
+	if hasProps {
+		if _, _, err := parseExpiration(msg.Properties.Expiration); err != nil {
 			return 0, ch.fail(err)
 		}
-		if err := mp.p.Headers.Validate(); err != nil {
+		if err := msg.Properties.Headers.Validate(); err != nil {
 			return 0, ch.fail(newError(PreconditionFailed, "invalid headers: %v", err))
 		}
 	}
@@ -327,7 +325,17 @@ func (ch *Channel) Publish(exchange, key string, msg Publishing, opts PublishOpt
 		ch.publishSeq++
 		seq = ch.publishSeq
 	}
+	var hdr *header
+	if !hasProps {
+		hdr = ch.headerForLocked(exchange, key)
+	}
 	ch.mu.Unlock()
+	var m *Message
+	if hasProps {
+		m = newMessage(exchange, key, &msg.Properties, msg.Body)
+	} else {
+		m = &Message{hdr: hdr, Body: msg.Body}
+	}
 	routed, refused, err := ch.conn.vh.publish(exchange, m)
 	if err != nil {
 		return 0, ch.fail(err)
@@ -538,6 +546,34 @@ func (ch *Channel) kickAll() {
 	}
 }
 
+// maxInternedHeaders bounds a channel's interned headers. A publisher that
+// uses more (exchange, routing key) pairs than this starts over.
+const maxInternedHeaders = 256
+
+// headerKey identifies an interned header.
+type headerKey struct{ exchange, routingKey string }
+
+// headerForLocked returns the shared header of the messages without
+// properties that ch publishes to exchange with key. Publishers repeat
+// their exchanges and routing keys, so sharing saves each message the
+// header's allocation. Lock should be held (ch.mu).
+func (ch *Channel) headerForLocked(exchange, key string) *header {
+	if h := ch.lastHeader; h != nil && h.exchange == exchange && h.routingKey == key {
+		return h
+	}
+	k := headerKey{exchange, key}
+	h, ok := ch.headers[k]
+	if !ok {
+		if ch.headers == nil || len(ch.headers) >= maxInternedHeaders {
+			ch.headers = make(map[headerKey]*header)
+		}
+		h = &header{exchange: exchange, routingKey: key}
+		ch.headers[k] = h
+	}
+	ch.lastHeader = h
+	return h
+}
+
 // track records an unacknowledged delivery and returns its tag; false
 // when the channel is closed. Lock order: queue.mu may be held.
 func (ch *Channel) track(q *queue, c *Consumer, e entry) (uint64, bool) {
@@ -549,11 +585,6 @@ func (ch *Channel) track(q *queue, c *Consumer, e entry) (uint64, bool) {
 	ch.nextTag++
 	ch.pend.add(pending{tag: ch.nextTag, q: q, c: c, e: e})
 	return ch.nextTag, true
-}
-
-type messageWithProps struct {
-	m Message
-	p Properties
 }
 
 // pending is an unacknowledged delivery.

@@ -35,8 +35,8 @@ func (q *queue) deadLetterLocked(e entry, why removal, dls *deadLetters) {
 // body is shared with m, not copied.
 func (q *queue) deadLettered(m *Message, reason string, now time.Time) *Message {
 	var props Properties
-	if m.Props != nil {
-		props = *m.Props
+	if p := m.props(); p != nil {
+		props = *p
 	}
 	h := props.Headers.clone()
 	deaths, _ := h["x-death"].([]any)
@@ -66,8 +66,8 @@ func (q *queue) deadLettered(m *Message, reason string, now time.Time) *Message 
 			"reason":       reason,
 			"queue":        q.name,
 			"time":         now,
-			"exchange":     m.Exchange,
-			"routing-keys": []any{m.RoutingKey},
+			"exchange":     m.Exchange(),
+			"routing-keys": []any{m.RoutingKey()},
 		}
 		if props.Expiration != "" {
 			t["original-expiration"] = props.Expiration
@@ -78,15 +78,15 @@ func (q *queue) deadLettered(m *Message, reason string, now time.Time) *Message 
 	if _, ok := h["x-first-death-reason"]; !ok {
 		h["x-first-death-reason"] = reason
 		h["x-first-death-queue"] = q.name
-		h["x-first-death-exchange"] = m.Exchange
+		h["x-first-death-exchange"] = m.Exchange()
 	}
 	props.Expiration = ""
 	props.Headers = h
-	key := m.RoutingKey
+	key := m.RoutingKey()
 	if q.qa.hasDLK {
 		key = q.qa.dlk
 	}
-	return &Message{Exchange: q.qa.dlx, RoutingKey: key, Props: &props, Body: m.Body}
+	return newMessage(q.qa.dlx, key, &props, m.Body)
 }
 
 // deadLetterCycle reports whether delivering a dead letter to the queue

@@ -31,7 +31,7 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	d, _ := c.Receive(ctx)
-	fmt.Println(d.RoutingKey, string(d.Body), d.Properties().MessageID)
+	fmt.Println(d.RoutingKey(), string(d.Body), d.Properties().MessageID)
 	_ = ch.Ack(d.DeliveryTag, 0)
 	// Output: order.placed.v2 {"order":"123"} m-1
 }

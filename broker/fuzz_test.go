@@ -1295,7 +1295,7 @@ func (w *fzWorld) finish() {
 		r := q.ready.(*ring)
 		var got []fzKey
 		var bytes int64
-		for i := range r.n {
+		for i := range r.Len() {
 			e := r.at(i)
 			got = append(got, w.keyOf(e.msg))
 			bytes += e.msg.size()

@@ -53,15 +53,64 @@ type Publishing struct {
 
 // Message is a published message as the broker keeps it. It is immutable
 // once published and shared by every queue it was routed to (a fan-out to
-// three queues keeps one Message): readers must not modify it.
+// three queues keeps one Message): readers must not modify it, Body
+// included.
+//
+// A Message is two words and a slice: everything besides the body sits in
+// a header that messages published on one channel to the same exchange and
+// routing key, without properties, share. A queued 256-byte message thus
+// costs its body, 32 bytes of Message and a slot in the queue.
 type Message struct {
-	// Exchange and RoutingKey are the ones the message was published (or
-	// dead-lettered) with.
-	Exchange   string
-	RoutingKey string
-	// Props is nil when the publisher set no property.
-	Props *Properties
-	Body  []byte
+	hdr  *header
+	Body []byte
+}
+
+// header is a message's exchange, routing key and properties. Headers
+// without properties are interned per channel (see Channel.headerFor), so
+// it is immutable like the messages that share it.
+type header struct {
+	exchange   string
+	routingKey string
+	// props is nil when the publisher set no property.
+	props *Properties
+}
+
+// messageWithProps is a message with properties, allocated at once.
+type messageWithProps struct {
+	m Message
+	h header
+	p Properties
+}
+
+// newMessage returns a message published (or dead-lettered) to exchange with
+// key; props may be nil. With props, the message, its header and a copy of
+// *props take one allocation.
+func newMessage(exchange, key string, props *Properties, body []byte) *Message {
+	if props == nil {
+		return &Message{hdr: &header{exchange: exchange, routingKey: key}, Body: body}
+	}
+	mp := &messageWithProps{h: header{exchange: exchange, routingKey: key}, p: *props}
+	mp.h.props = &mp.p
+	mp.m = Message{hdr: &mp.h, Body: body}
+	return &mp.m
+}
+
+// Exchange returns the exchange the message was published (or
+// dead-lettered) to.
+func (m *Message) Exchange() string {
+	if m.hdr == nil {
+		return ""
+	}
+	return m.hdr.exchange
+}
+
+// RoutingKey returns the routing key the message was published (or
+// dead-lettered) with.
+func (m *Message) RoutingKey() string {
+	if m.hdr == nil {
+		return ""
+	}
+	return m.hdr.routingKey
 }
 
 var zeroProps Properties
@@ -69,15 +118,24 @@ var zeroProps Properties
 // Properties returns the message's properties; never nil. The result is
 // shared and must not be modified.
 func (m *Message) Properties() *Properties {
-	if m.Props == nil {
+	if m.hdr == nil || m.hdr.props == nil {
 		return &zeroProps
 	}
-	return m.Props
+	return m.hdr.props
+}
+
+// props returns the message's properties, nil when none was set.
+func (m *Message) props() *Properties {
+	if m.hdr == nil {
+		return nil
+	}
+	return m.hdr.props
 }
 
 // Persistent reports whether the publisher asked for persistence.
 func (m *Message) Persistent() bool {
-	return m.Props != nil && m.Props.DeliveryMode == Persistent
+	p := m.props()
+	return p != nil && p.DeliveryMode == Persistent
 }
 
 // size is the message's weight for x-max-length-bytes: the body length, as
@@ -86,12 +144,22 @@ func (m *Message) size() int64 { return int64(len(m.Body)) }
 
 // expiration parses the per-message TTL. ok is false when none is set.
 func (m *Message) expiration() (ttl time.Duration, ok bool, err error) {
-	if m.Props == nil || m.Props.Expiration == "" {
+	p := m.props()
+	if p == nil {
 		return 0, false, nil
 	}
-	ms, err := strconv.ParseUint(m.Props.Expiration, 10, 32)
+	return parseExpiration(p.Expiration)
+}
+
+// parseExpiration parses an expiration property. ok is false when s is
+// empty.
+func parseExpiration(s string) (ttl time.Duration, ok bool, err error) {
+	if s == "" {
+		return 0, false, nil
+	}
+	ms, err := strconv.ParseUint(s, 10, 32)
 	if err != nil {
-		return 0, false, newError(PreconditionFailed, "invalid expiration '%s' for message", m.Props.Expiration)
+		return 0, false, newError(PreconditionFailed, "invalid expiration '%s' for message", s)
 	}
 	return time.Duration(ms) * time.Millisecond, true, nil
 }

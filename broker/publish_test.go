@@ -28,7 +28,7 @@ func TestMandatoryReturnsUnroutable(t *testing.T) {
 	publish("unknown", false) // dropped silently
 	publish("unknown", true)
 	if len(returns) != 1 || string(returns[0].Body) != "unknown" || returns[0].ReplyCode != broker.NoRoute ||
-		returns[0].Exchange != "x" || returns[0].RoutingKey != "unknown" {
+		returns[0].Exchange() != "x" || returns[0].RoutingKey() != "unknown" {
 		t.Fatalf("returns %+v", returns)
 	}
 	// As in RabbitMQ, the return comes before the confirm.

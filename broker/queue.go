@@ -186,8 +186,7 @@ func (q *queue) enqueue(m *Message, dls *deadLetters) bool {
 	if q.deleted {
 		return true
 	}
-	e := entry{msg: m, seq: q.nextSeq, deadline: q.deadline(m)}
-	q.nextSeq++
+	e := entry{msg: m, deadline: q.deadline(m)}
 	if q.refusesLocked(m) {
 		if q.qa.overflow == RejectPublishDLX {
 			q.enqueued++
@@ -195,6 +194,10 @@ func (q *queue) enqueue(m *Message, dls *deadLetters) bool {
 		}
 		return false
 	}
+	// A refused message takes no seq, so that the ready messages' seqs
+	// stay consecutive (the ring then implies them).
+	e.seq = q.nextSeq
+	q.nextSeq++
 	q.enqueued++
 	// Fast path: hand the message straight to a consumer that can take it.
 	if q.ready.Len() == 0 {

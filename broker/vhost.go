@@ -439,11 +439,11 @@ func (vh *vhost) route(x *exchange, m *Message, out []*queue) []*queue {
 			}
 		}
 		if cur.isDefault {
-			if q, ok := vh.queues[m.RoutingKey]; ok {
+			if q, ok := vh.queues[m.RoutingKey()]; ok {
 				visit(dest{q: q})
 			}
 		} else {
-			cur.match(m.RoutingKey, headers, visit)
+			cur.match(m.RoutingKey(), headers, visit)
 		}
 		if !matched && cur.alternate != "" {
 			if ae, ok := vh.exchanges[cur.alternate]; ok {
