@@ -145,6 +145,8 @@ type Router struct {
 	idem      IdempotencyStore
 	db        *outbox.DB
 	observers []func(context.Context, Observation)
+	// deadLetterEvents: announce each dead letter (WithDeadLetterEvents).
+	deadLetterEvents bool
 	m         *messages
 	wr        *message.Router
 	events    message.Publisher
