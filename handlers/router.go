@@ -145,8 +145,6 @@ type Router struct {
 	idem      IdempotencyStore
 	db        *outbox.DB
 	observers []func(context.Context, Observation)
-	// deadLetterEvents: announce each dead letter (WithDeadLetterEvents).
-	deadLetterEvents bool
 	m         *messages
 	wr        *message.Router
 	events    message.Publisher
@@ -161,6 +159,9 @@ type Router struct {
 	inflight int
 
 	handled, duplicates, retried, delayed, deadLettered atomic.Int64
+
+	// deadLetterEvents: announce each dead letter (WithDeadLetterEvents).
+	deadLetterEvents bool
 }
 
 // NewRouter makes a router for a service on a transport.

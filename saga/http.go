@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 )
 
@@ -57,7 +58,7 @@ func (h *httpHandler) list(w http.ResponseWriter, r *http.Request) {
 		}
 		q.Limit = n
 	}
-	if q.State != "" && !validState(q.State) {
+	if q.State != "" && !slices.Contains(States, q.State) {
 		writeJSON(w, http.StatusBadRequest, httpError{"unknown state " + strconv.Quote(string(q.State))})
 		return
 	}
@@ -70,15 +71,6 @@ func (h *httpHandler) list(w http.ResponseWriter, r *http.Request) {
 		ins = []Instance{}
 	}
 	writeJSON(w, http.StatusOK, ins)
-}
-
-func validState(s State) bool {
-	for _, v := range States {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (h *httpHandler) get(w http.ResponseWriter, r *http.Request) {
@@ -131,4 +123,3 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
-

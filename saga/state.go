@@ -109,11 +109,11 @@ type Status struct {
 // facts is what a history says, independent of its order.
 type facts struct {
 	started, succeeded, stepFailed, compStarted, compDone, skipped map[string]bool
-	stepStartAt                                                  map[string]time.Time
-	completed, compensated, sagaFailed, resolved, timedOut       bool
-	startAt, firstAt                                             time.Time
-	failure                                                      *Entry // unsettled dead letter
-	reason, timeoutReason                                        string
+	stepStartAt                                                    map[string]time.Time
+	completed, compensated, sagaFailed, resolved, timedOut         bool
+	startAt, firstAt                                               time.Time
+	failure                                                        *Entry // unsettled dead letter
+	reason, timeoutReason                                          string
 }
 
 // Derive computes an instance's status from its history. The rule, which
