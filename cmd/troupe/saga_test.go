@@ -51,7 +51,7 @@ func TestSagaCheck(t *testing.T) {
 		want string
 	}{
 		{"no subcommand", []string{"saga"}, "no subcommand"},
-		{"unknown subcommand", []string{"saga", "list"}, `unknown subcommand "list"`},
+		{"unknown subcommand", []string{"saga", "lsit"}, `unknown subcommand "lsit"`},
 		{"no registry", []string{"saga", "check"}, "give the registry files"},
 		{"payment missing", append([]string{"saga", "check"}, writeRegistries(t, "order", "inventory", "notify")...),
 			"saga checkout: step charge: event order.placed: unconsumed: trigger: no handler consumes it"},
