@@ -55,7 +55,7 @@ type Saga struct {
 	Failed []string `json:"failed,omitempty"`
 	// Deadline bounds an instance from its Start event to an ending; 0
 	// means none. A running instance that misses it times out: the
-	// tracker emits TimedOutEvent (JSON: nanoseconds).
+	// tracker emits TimedOutEvent (JSON: a duration, "2m0s").
 	Deadline time.Duration `json:"deadline,omitempty"`
 }
 
@@ -83,7 +83,7 @@ type Step struct {
 	// Compensation or NoCompensation.
 	NoCompensation string `json:"no_compensation,omitempty"`
 	// Deadline bounds the step from its Trigger to its Success or
-	// Failure; 0 means none. It needs a Trigger (JSON: nanoseconds).
+	// Failure; 0 means none. It needs a Trigger (JSON: a duration).
 	Deadline time.Duration `json:"deadline,omitempty"`
 }
 

@@ -2,6 +2,7 @@ package saga_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,4 +98,34 @@ func permute(n int, f func([]int)) {
 		}
 	}
 	gen(n)
+}
+
+func TestValidateDeadlines(t *testing.T) {
+	tests := []struct {
+		name string
+		give func(s *saga.Saga)
+		want string
+	}{
+		{"negative saga deadline", func(s *saga.Saga) { s.Deadline = -time.Second }, "saga checkout: malformed: negative deadline -1s"},
+		{"negative step deadline", func(s *saga.Saga) { s.Steps[1].Deadline = -time.Second }, "saga checkout: step charge: malformed: negative deadline -1s"},
+		{"deadline on the initiating step", func(s *saga.Saga) { s.Steps[0].Deadline = time.Second },
+			"saga checkout: step place: malformed: a step deadline runs from the step's trigger, and the step has none"},
+		{"timeout without a deadline", func(s *saga.Saga) { s.Deadline, s.Steps[2].Deadline = 0, 0 },
+			"saga checkout: step charge: event saga.timed_out: unreachable: the compensation event is emitted by no step"},
+		{"a step emits the timeout", func(s *saga.Saga) { s.Steps[3].Success = saga.TimedOutEvent },
+			"saga checkout: step confirm: event saga.timed_out: malformed: the tracker emits this event; a step cannot be its success"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := checkout()
+			tt.give(s)
+			err := s.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Validate = %v\nwant %q", err, tt.want)
+			}
+		})
+	}
+	if err := checkout().Validate(); err != nil {
+		t.Errorf("the test checkout: %v", err)
+	}
 }

@@ -282,7 +282,11 @@ type Failure struct {
 	Reason string `json:"reason"`
 }
 
-// Timeout is the payload of TimedOutEvent.
+// EventName returns FailedEvent: a Failure is a handlers.Event.
+func (Failure) EventName() string { return FailedEvent }
+
+// Timeout is the payload of TimedOutEvent. It is a handlers.Event, so a
+// service consumes it with a typed handler to undo its step.
 type Timeout struct {
 	Saga string `json:"saga"`
 	ID   string `json:"id"`
@@ -292,6 +296,9 @@ type Timeout struct {
 	DeadlineAt time.Time `json:"deadline_at"`
 	Step       string    `json:"step,omitempty"`
 }
+
+// EventName returns TimedOutEvent.
+func (Timeout) EventName() string { return TimedOutEvent }
 
 // alert emits FailedEvent when an instance has just been parked.
 func (t *Tracker) alert(ctx context.Context, tx *outbox.Tx, id string, before, after Status, cause *message.Message) error {

@@ -3,6 +3,7 @@ package shop
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/saga"
@@ -23,13 +24,20 @@ import (
 //   - confirm (order) turns inventory.reserved into order.confirmed;
 //   - notify listens to both endings and emits notification.sent.
 //
+// A checkout must end within CheckoutDeadline of order.placed: the saga
+// tracker (Start runs it with all the services) emits saga.timed_out for
+// one that does not, and the payment service undoes the charge on it
+// (refunds a capture, or abandons the charge and emits payment.failed),
+// after which the order is cancelled as on any refund or decline.
+//
 // The saga completes with order.confirmed and is compensated with
 // order.cancelled. Start checks it against the routers when it runs every
 // service; the JSON form is ../checkout.saga.json (written by the tests
 // with -rewrite). Do not modify it.
 var CheckoutSaga = saga.Saga{
-	Name:  "checkout",
-	Start: OrderPlaced{}.EventName(),
+	Name:     "checkout",
+	Start:    OrderPlaced{}.EventName(),
+	Deadline: CheckoutDeadline,
 	Steps: []saga.Step{{
 		Name:    "place",
 		Service: OrderSvc,
@@ -45,7 +53,7 @@ var CheckoutSaga = saga.Saga{
 		Success: PaymentCaptured{}.EventName(),
 		Failure: PaymentFailed{}.EventName(),
 		Compensation: &saga.Compensation{
-			On:   []string{InventoryFailed{}.EventName()},
+			On:   []string{InventoryFailed{}.EventName(), saga.Timeout{}.EventName()},
 			Done: PaymentRefunded{}.EventName(),
 		},
 	}, {
@@ -71,6 +79,9 @@ var CheckoutSaga = saga.Saga{
 	Completed:   []string{OrderConfirmed{}.EventName()},
 	Compensated: []string{OrderCancelled{}.EventName()},
 }
+
+// CheckoutDeadline bounds a checkout from order.placed to its end.
+const CheckoutDeadline = 2 * time.Minute
 
 // Registry returns what the routers of this stack consume, for
 // saga.Check or for a registry file (saga.WriteRegistry). Safe for
