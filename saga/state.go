@@ -135,7 +135,8 @@ type facts struct {
 //  8. running otherwise.
 //
 // A compensation counts as started only for a step that started (a
-// timeout does not undo a step that never ran). Deadlines are computed
+// timeout does not undo a step that never ran), and as pending only for a
+// step that did not fail (a failed step has nothing to undo). Deadlines are computed
 // from the production times of the Start event and of each step's
 // trigger, so they too do not depend on arrival order. Pure; safe for
 // concurrent use.
@@ -273,7 +274,7 @@ func (f *facts) currentStep(s *Saga, state State) string {
 	// under way; with none pending, the last one done.
 	for i := len(steps) - 1; i >= 0; i-- {
 		n := steps[i].Name
-		if f.compStarted[n] && f.ran(n) && !f.compDone[n] && !f.skipped[n] {
+		if f.compStarted[n] && f.ran(n) && !f.stepFailed[n] && !f.compDone[n] && !f.skipped[n] {
 			return n
 		}
 	}

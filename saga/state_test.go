@@ -39,6 +39,10 @@ func TestDerive(t *testing.T) {
 		// saga.timed_out undoes a charge under way, not one that never ran.
 		{[]string{"order.placed", saga.TimedOutEvent}, saga.Compensating, "charge"},
 		{[]string{saga.TimedOutEvent}, saga.Running, ""},
+		// The timed-out charge was abandoned (payment.failed): nothing to
+		// refund, the order's cancellation is the last compensation.
+		{[]string{"order.placed", saga.TimedOutEvent, "payment.failed"}, saga.Compensating, "place"},
+		{[]string{"order.placed", saga.TimedOutEvent, "payment.failed", "order.cancelled"}, saga.Compensated, "place"},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.give), func(t *testing.T) {

@@ -237,6 +237,16 @@ func (st *Store) Get(ctx context.Context, saga, id string) (Instance, error) {
 	if in.History, err = st.history(ctx, st.db.SQL(), in.Saga, id); err != nil {
 		return Instance{}, err
 	}
+	// The status is derived from the history read, not taken from the
+	// row read before it, so that the two agree even while the tracker
+	// records more.
+	if s, err := st.saga(in.Saga); err == nil && len(in.History) > 0 {
+		d := Derive(s, in.History)
+		in.State, in.Step, in.Reason, in.StartedAt, in.Deadline, in.DeadlineAt = d.State, d.Step, d.Reason, d.StartedAt, d.Deadline, nil
+		if !d.DeadlineAt.IsZero() {
+			in.DeadlineAt = &d.DeadlineAt
+		}
+	}
 	slices.SortStableFunc(in.History, func(a, b Entry) int { return a.At.Compare(b.At) })
 	return in, nil
 }

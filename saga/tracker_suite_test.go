@@ -192,7 +192,7 @@ func (r *rig) send(id string, events ...string) {
 func (r *rig) await(id string, state saga.State, step string, n int) saga.Instance {
 	r.t.Helper()
 	var in saga.Instance
-	testutil.Eventually(r.t, 10*time.Second, func() error {
+	testutil.Eventually(r.t, 30*time.Second, func() error {
 		var err error
 		in, err = r.tk.Store().Get(context.Background(), "", id)
 		switch {

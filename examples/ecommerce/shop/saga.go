@@ -98,10 +98,8 @@ func (s *Stack) Routers() []*handlers.Router { return slices.Clone(s.routers) }
 // runs every service of it; a process running some of them cannot see the
 // others' handlers (check with their registry files instead).
 func (s *Stack) checkSaga(services []string) error {
-	for _, svc := range CheckoutSaga.Services() {
-		if !slices.Contains(services, svc) {
-			return nil
-		}
+	if !runsAll(services) {
+		return nil
 	}
 	reg, err := s.Registry()
 	if err != nil {
