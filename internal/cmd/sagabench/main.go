@@ -242,11 +242,21 @@ func drain(ctx context.Context, newDB func() (string, func(), error), n int, cou
 
 // Events of the baseline service, one type per checkout event.
 type (
-	placed    struct{ OrderID string `json:"order_id"` }
-	captured  struct{ OrderID string `json:"order_id"` }
-	reserved  struct{ OrderID string `json:"order_id"` }
-	confirmed struct{ OrderID string `json:"order_id"` }
-	notified  struct{ OrderID string `json:"order_id"` }
+	placed struct {
+		OrderID string `json:"order_id"`
+	}
+	captured struct {
+		OrderID string `json:"order_id"`
+	}
+	reserved struct {
+		OrderID string `json:"order_id"`
+	}
+	confirmed struct {
+		OrderID string `json:"order_id"`
+	}
+	notified struct {
+		OrderID string `json:"order_id"`
+	}
 )
 
 func (placed) EventName() string    { return "order.placed" }
