@@ -6,13 +6,14 @@ RACE_PKGS := ./broker/... ./internal/... ./transport/... ./handlers/... ./outbox
 # Packages with tests that need the real servers (files *_integration_test.go).
 INTEGRATION_PKGS = $(sort $(dir $(shell find . -name '*_integration_test.go' -not -path './.git/*')))
 
-.PHONY: all test unit race integration lint bench fuzz-smoke demo
+.PHONY: all test unit race integration lint compose-check bench fuzz-smoke demo
 
 all: lint test
 
-## test: everything — lint, unit tests (no server), race detector, then the
-## integration suites against real RabbitMQ and PostgreSQL started on loopback.
-test: lint unit race integration
+## test: everything — lint, the compose file's check, unit tests (no server),
+## race detector, then the integration suites against real RabbitMQ and
+## PostgreSQL started on loopback.
+test: lint compose-check unit race integration
 
 unit:
 	$(GO) test -count=1 ./...
@@ -28,6 +29,11 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
+
+## compose-check: docker-compose.yml is a valid compose file (`docker-compose
+## config -q`; installs Debian's docker-compose package the first time).
+compose-check:
+	bash scripts/compose-check.sh docker-compose.yml
 
 ## bench: the benchmarks recorded in docs/BENCHMARKS.md (the transport
 ## comparison starts RabbitMQ; it prints progress as it goes).

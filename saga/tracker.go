@@ -40,6 +40,11 @@ type TrackerConfig struct {
 	Exchange string
 	// Prefetch bounds the deliveries in flight per bound event; 64 when 0.
 	Prefetch int
+	// QueuePrefix, for stacks that share a broker, is put before the
+	// tracker's queue ("<prefix>saga-tracker.<saga>") and expected before
+	// the services' names in dead-letter announcements (the services run
+	// as "<prefix><service>").
+	QueuePrefix string
 	// DeadlineInterval is how often deadlines are checked; 1 s when 0.
 	DeadlineInterval time.Duration
 	// Relay configures the relay of the tracker's outbox (saga.timed_out,
@@ -91,7 +96,7 @@ func NewTracker(ctx context.Context, s *Saga, db *outbox.DB, tr transport.Transp
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Tracker{s: s, store: store, tr: tr, cfg: cfg, logger: logger,
-		queue: bus.WorkQueue(TrackerService, s.Name), ready: make(chan struct{})}, nil
+		queue: bus.WorkQueue(cfg.QueuePrefix+TrackerService, s.Name), ready: make(chan struct{})}, nil
 }
 
 // Store returns the tracker's store, for queries and operator actions.
@@ -244,7 +249,7 @@ func (t *Tracker) deadLetter(msg *message.Message, e Entry) (Entry, bool) {
 	}
 	e.Event, e.CausationID, e.Error, e.Queue = dl.Event, dl.MessageID, dl.Error, dl.DeadLetterQueue
 	for _, st := range t.s.Steps {
-		if st.Service != dl.Service {
+		if t.cfg.QueuePrefix+st.Service != dl.Service {
 			continue
 		}
 		if st.Compensation != nil && slices.Contains(st.Compensation.On, dl.Event) {

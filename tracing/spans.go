@@ -41,8 +41,10 @@ func attrs(msg *message.Message, op, destination string) []attribute.KeyValue {
 // StartPublish starts the producer span of publishing msg to destination
 // (an exchange, or a queue), as a child of ctx's span, and writes the
 // span's context into msg's metadata so that its consumers continue the
-// trace. The caller ends the span.
+// trace. The returned context also carries msg's saga id (see
+// ContextWithSagaID). The caller ends the span.
 func StartPublish(ctx context.Context, msg *message.Message, destination string) (context.Context, trace.Span) {
+	ctx = ContextWithSagaID(ctx, msg.Metadata.Get(envelope.SagaIDKey))
 	ctx, span := tracer().Start(ctx, "publish "+msg.Metadata.Get(envelope.EventKey),
 		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs(msg, "publish", destination)...))
 	Inject(ctx, msg.Metadata)
@@ -50,9 +52,12 @@ func StartPublish(ctx context.Context, msg *message.Message, destination string)
 }
 
 // StartProcess starts the consumer span of handling msg from queue, as a
-// child of the trace context msg carries. The caller ends the span.
+// child of the trace context msg carries. The returned context also
+// carries msg's saga id (see ContextWithSagaID), so that what the handler
+// logs through a LogHandler names its trace and saga. The caller ends the
+// span.
 func StartProcess(ctx context.Context, msg *message.Message, queue string) (context.Context, trace.Span) {
-	ctx = Extract(ctx, msg.Metadata)
+	ctx = ContextWithSagaID(Extract(ctx, msg.Metadata), msg.Metadata.Get(envelope.SagaIDKey))
 	return tracer().Start(ctx, "process "+msg.Metadata.Get(envelope.EventKey),
 		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs(msg, "process", queue)...))
 }

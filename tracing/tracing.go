@@ -4,7 +4,9 @@
 // Setup configures the global tracer provider and the W3C propagator from
 // the standard OTEL_* variables: OTEL_TRACES_EXPORTER ("otlp", "console"
 // or "none"; "otlp" when OTEL_EXPORTER_OTLP_ENDPOINT or
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, else "none"),
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, else "none"; "console" writes
+// a JSON object per span to stderr, or appends them to the file
+// TROUPE_TRACES_FILE names),
 // OTEL_EXPORTER_OTLP_PROTOCOL ("grpc" or "http/protobuf"), the endpoint
 // variables themselves, and OTEL_SERVICE_NAME. With Jaeger all-in-one, set
 // OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 and
@@ -17,6 +19,7 @@ package tracing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -39,11 +42,11 @@ import (
 // is an error.
 func Setup(ctx context.Context, service string) (shutdown func(context.Context) error, err error) {
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
-	exporter, err := exporterFromEnv(ctx)
+	exp, err := exporterFromEnv(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if exporter == nil {
+	if exp.exporter == nil {
 		return func(context.Context) error { return nil }, nil
 	}
 	if name := os.Getenv("OTEL_SERVICE_NAME"); name != "" {
@@ -51,16 +54,28 @@ func Setup(ctx context.Context, service string) (shutdown func(context.Context) 
 	}
 	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(semconv.ServiceName(service)))
 	if err != nil {
-		return nil, fmt.Errorf("tracing: resource: %w", err)
+		return nil, errors.Join(fmt.Errorf("tracing: resource: %w", err), exp.close())
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter), sdktrace.WithResource(res))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp.exporter), sdktrace.WithResource(res))
 	otel.SetTracerProvider(tp)
-	return tp.Shutdown, nil
+	return func(ctx context.Context) error { return errors.Join(tp.Shutdown(ctx), exp.close()) }, nil
 }
 
-// exporterFromEnv returns the exporter OTEL_TRACES_EXPORTER names; nil for
-// "none".
-func exporterFromEnv(ctx context.Context) (sdktrace.SpanExporter, error) {
+// TracesFileEnv names the file the console exporter appends to instead of
+// stderr.
+const TracesFileEnv = "TROUPE_TRACES_FILE"
+
+func noClose() error { return nil }
+
+// exporter is a span exporter and what closes its output.
+type exporter struct {
+	exporter sdktrace.SpanExporter
+	close    func() error
+}
+
+// exporterFromEnv returns the exporter OTEL_TRACES_EXPORTER names; a nil
+// one for "none".
+func exporterFromEnv(ctx context.Context) (exporter, error) {
 	kind := strings.ToLower(strings.TrimSpace(os.Getenv("OTEL_TRACES_EXPORTER")))
 	if kind == "" {
 		kind = "none"
@@ -70,9 +85,9 @@ func exporterFromEnv(ctx context.Context) (sdktrace.SpanExporter, error) {
 	}
 	switch kind {
 	case "none":
-		return nil, nil
+		return exporter{}, nil
 	case "console":
-		return stdouttrace.New(stdouttrace.WithWriter(os.Stderr))
+		return consoleExporter()
 	case "otlp":
 		proto := os.Getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
 		if proto == "" {
@@ -85,15 +100,34 @@ func exporterFromEnv(ctx context.Context) (sdktrace.SpanExporter, error) {
 		case "http/protobuf":
 			client = otlptracehttp.NewClient()
 		default:
-			return nil, fmt.Errorf("tracing: OTEL_EXPORTER_OTLP_PROTOCOL %q: want grpc or http/protobuf", proto)
+			return exporter{}, fmt.Errorf("tracing: OTEL_EXPORTER_OTLP_PROTOCOL %q: want grpc or http/protobuf", proto)
 		}
 		exp, err := otlptrace.New(ctx, client)
 		if err != nil {
-			return nil, fmt.Errorf("tracing: otlp exporter: %w", err)
+			return exporter{}, fmt.Errorf("tracing: otlp exporter: %w", err)
 		}
-		return exp, nil
+		return exporter{exp, noClose}, nil
 	}
-	return nil, fmt.Errorf("tracing: OTEL_TRACES_EXPORTER %q: want otlp, console or none", kind)
+	return exporter{}, fmt.Errorf("tracing: OTEL_TRACES_EXPORTER %q: want otlp, console or none", kind)
+}
+
+// consoleExporter writes a JSON object per span to stderr or to the file
+// TracesFileEnv names.
+func consoleExporter() (exporter, error) {
+	path := os.Getenv(TracesFileEnv)
+	if path == "" {
+		exp, err := stdouttrace.New(stdouttrace.WithWriter(os.Stderr))
+		return exporter{exp, noClose}, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return exporter{}, fmt.Errorf("tracing: %s: %w", TracesFileEnv, err)
+	}
+	exp, err := stdouttrace.New(stdouttrace.WithWriter(f))
+	if err != nil {
+		return exporter{}, errors.Join(err, f.Close())
+	}
+	return exporter{exp, f.Close}, nil
 }
 
 // carrier adapts message metadata to a propagation.TextMapCarrier.

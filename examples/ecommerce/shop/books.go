@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+
+	"github.com/troupehq/troupe/outbox"
 )
 
 // Books are the checks that the stack's ledgers agree: money captured
@@ -26,8 +28,21 @@ func (b Books) String() string {
 // Books reads the ledgers of the order, payment and inventory databases
 // (all three must run in this stack).
 func (s *Stack) Books(ctx context.Context) (Books, error) {
+	for _, svc := range []string{OrderSvc, PaymentSvc, InventorySvc} {
+		if s.dbs[svc] == nil {
+			return Books{}, fmt.Errorf("shop: books: the %s service does not run in this stack", svc)
+		}
+	}
+	return ReadBooks(ctx, s.dbs[OrderSvc], s.dbs[PaymentSvc], s.dbs[InventorySvc])
+}
+
+// ReadBooks reads the ledgers of the order, payment and inventory
+// databases, wherever those services run (in other processes too). It
+// only reads: safe to call while the services run, though books read
+// mid-saga need not balance.
+func ReadBooks(ctx context.Context, orderDB, paymentDB, inventoryDB *outbox.DB) (Books, error) {
 	var b Books
-	rows, err := s.dbs[OrderSvc].SQL().QueryContext(ctx, `SELECT status, amount, items FROM orders`)
+	rows, err := orderDB.SQL().QueryContext(ctx, `SELECT status, amount, items FROM orders`)
 	if err != nil {
 		return b, err
 	}
@@ -58,13 +73,13 @@ func (s *Stack) Books(ctx context.Context) (Books, error) {
 	if err := rows.Err(); err != nil {
 		return b, err
 	}
-	pay := s.dbs[PaymentSvc].SQL()
+	pay := paymentDB.SQL()
 	if err := pay.QueryRowContext(ctx, `SELECT COALESCE(SUM(amount), 0) FROM charges`).Scan(&b.Captured); err != nil {
 		return b, err
 	}
 	if err := pay.QueryRowContext(ctx, `SELECT COALESCE(SUM(amount), 0) FROM charges WHERE status = 'refunded'`).Scan(&b.Refunded); err != nil {
 		return b, err
 	}
-	err = s.dbs[InventorySvc].SQL().QueryRowContext(ctx, `SELECT COALESCE(SUM(quantity), 0) FROM reservations`).Scan(&b.Reserved)
+	err = inventoryDB.SQL().QueryRowContext(ctx, `SELECT COALESCE(SUM(quantity), 0) FROM reservations`).Scan(&b.Reserved)
 	return b, err
 }

@@ -4,6 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/troupehq/troupe/tracing"
 )
 
 // maxBody bounds a request body.
@@ -21,10 +26,14 @@ type APIError struct {
 //	POST /orders        place an order (JSON PlaceRequest); an Idempotency-Key
 //	                    header makes a retried request return the first order
 //	GET  /orders/{id}   an order and its history
+//
+// Each request is a server span (otelhttp, continuing a traceparent the
+// client sent): an order's trace starts at its POST, and the span carries
+// the order id as troupe.saga_id. Safe for concurrent use.
 func (s *OrderService) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /orders", s.place)
-	mux.HandleFunc("GET /orders/{id}", s.get)
+	mux.Handle("POST /orders", otelhttp.NewHandler(http.HandlerFunc(s.place), "POST /orders"))
+	mux.Handle("GET /orders/{id}", otelhttp.NewHandler(http.HandlerFunc(s.get), "GET /orders/{id}"))
 	return mux
 }
 
@@ -45,6 +54,7 @@ func (s *OrderService) place(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, APIError{Error: err.Error()})
 		return
 	}
+	trace.SpanFromContext(r.Context()).SetAttributes(tracing.SagaIDKey.String(o.ID))
 	w.Header().Set("Location", "/orders/"+o.ID)
 	status := http.StatusCreated
 	if !created {

@@ -3,6 +3,7 @@ package shop
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/troupehq/troupe/handlers"
@@ -104,6 +105,11 @@ func (s *Stack) checkSaga(services []string) error {
 	reg, err := s.Registry()
 	if err != nil {
 		return err
+	}
+	// With a queue prefix the routers run as "<prefix><service>"; the
+	// declaration names the services.
+	for i := range reg.Services {
+		reg.Services[i].Service = strings.TrimPrefix(reg.Services[i].Service, s.queuePrefix)
 	}
 	if err := saga.Check(&CheckoutSaga, reg); err != nil {
 		return fmt.Errorf("checkout saga: %w", err)

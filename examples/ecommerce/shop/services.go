@@ -9,6 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/saga"
@@ -61,6 +64,9 @@ var paymentSchema = []string{
 // ErrGatewayTimeout is the simulated gateway's transient failure.
 var ErrGatewayTimeout = errors.New("payment gateway timeout")
 
+// TimeoutEvent names the span event recorded for each simulated timeout.
+const TimeoutEvent = "payment gateway timeout"
+
 // NewPaymentService creates the tables and registers the handlers.
 func NewPaymentService(ctx context.Context, db *outbox.DB, r *handlers.Router, cfg PaymentConfig) (*PaymentService, error) {
 	if err := createSchema(ctx, db, paymentSchema); err != nil {
@@ -91,6 +97,9 @@ func (s *PaymentService) charge(ctx context.Context, tx *outbox.Tx, e OrderPlace
 		return handlers.Emit(ctx, PaymentFailed{OrderID: e.OrderID, Reason: fmt.Sprintf("amount %d over the limit %d", e.Amount, s.cfg.Limit)})
 	case s.transientFailure():
 		s.timeouts.Add(1)
+		// An event on the process span: in a trace, each timed-out try
+		// shows on the delivery it delayed.
+		trace.SpanFromContext(ctx).AddEvent(TimeoutEvent, trace.WithAttributes(attribute.String("order_id", e.OrderID)))
 		return ErrGatewayTimeout
 	}
 	var status string
@@ -216,7 +225,7 @@ func (s *InventoryService) release(ctx context.Context, tx *outbox.Tx, orderID s
 // NotifyService tells customers how their order ended.
 type NotifyService struct {
 	db  *outbox.DB
-	out func(orderID, kind string)
+	out func(ctx context.Context, orderID, kind string)
 }
 
 var notifySchema = []string{
@@ -224,10 +233,11 @@ var notifySchema = []string{
 }
 
 // NewNotifyService creates the table and registers the handlers; out is
-// the log sink, called in the notification's transaction (a run that then
+// the log sink (ctx is the handler's: its trace and saga), called in the
+// notification's transaction (a run that then
 // fails and is retried logs again: the log is at-least-once, the
 // notifications table exactly-once).
-func NewNotifyService(ctx context.Context, db *outbox.DB, r *handlers.Router, out func(orderID, kind string)) (*NotifyService, error) {
+func NewNotifyService(ctx context.Context, db *outbox.DB, r *handlers.Router, out func(ctx context.Context, orderID, kind string)) (*NotifyService, error) {
 	if err := createSchema(ctx, db, notifySchema); err != nil {
 		return nil, err
 	}
@@ -247,7 +257,7 @@ func (s *NotifyService) send(ctx context.Context, tx *outbox.Tx, orderID, kind s
 		return err
 	}
 	if s.out != nil {
-		s.out(orderID, kind)
+		s.out(ctx, orderID, kind)
 	}
 	return handlers.Emit(ctx, NotificationSent{OrderID: orderID, Kind: kind})
 }

@@ -25,6 +25,10 @@ type Config struct {
 	BusURL string
 	// Exchange is the bus exchange; the framework's default when empty.
 	Exchange string
+	// QueuePrefix is put before each service's name on the bus (its
+	// queues are "<prefix><service>.<handler>"), so that stacks sharing a
+	// broker keep apart; empty: none.
+	QueuePrefix string
 	// DataDir holds one SQLite file per service, unless DBURLs says
 	// otherwise.
 	DataDir string
@@ -55,6 +59,7 @@ const (
 )
 
 // Stack is the services of one process, started and stopped together.
+// Its methods are safe for concurrent use.
 type Stack struct {
 	Order     *OrderService
 	Payment   *PaymentService
@@ -65,12 +70,18 @@ type Stack struct {
 	// service).
 	Tracker *saga.Tracker
 
-	busURL  string
-	dbs     map[string]*outbox.DB
-	routers []*handlers.Router
-	trs     []transport.Transport
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	busURL      string
+	queuePrefix string
+	dbs         map[string]*outbox.DB
+	routers     []*handlers.Router
+	trs         []transport.Transport
+	runCtx      context.Context
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	// failed is closed when a router stops before Close; failure says why.
+	failed   chan struct{}
+	failOnce sync.Once
+	failure  error
 }
 
 // Start opens the databases, registers every handler and runs the routers;
@@ -84,11 +95,10 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Stack{dbs: map[string]*outbox.DB{}, busURL: cfg.BusURL}
-	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
+	s := &Stack{dbs: map[string]*outbox.DB{}, failed: make(chan struct{}), busURL: cfg.BusURL, queuePrefix: cfg.QueuePrefix}
+	s.runCtx, s.cancel = context.WithCancel(context.Background())
 	for _, name := range cfg.Services {
-		if err := s.start(ctx, runCtx, cfg, name); err != nil {
+		if err := s.start(ctx, s.runCtx, cfg, name); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("start %s: %w", name, err)
 		}
@@ -98,7 +108,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	if runsAll(cfg.Services) {
-		if err := s.startTracker(ctx, runCtx, cfg); err != nil {
+		if err := s.startTracker(ctx, s.runCtx, cfg); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("start saga tracker: %w", err)
 		}
@@ -136,6 +146,9 @@ func (s *Stack) startTracker(ctx, runCtx context.Context, cfg Config) error {
 	if tc.Exchange == "" {
 		tc.Exchange = cfg.Exchange
 	}
+	if tc.QueuePrefix == "" {
+		tc.QueuePrefix = cfg.QueuePrefix
+	}
 	if tc.Logger == nil {
 		tc.Logger = cfg.Logger
 	}
@@ -144,7 +157,13 @@ func (s *Stack) startTracker(ctx, runCtx context.Context, cfg Config) error {
 		return err
 	}
 	done := make(chan error, 1)
-	s.wg.Go(func() { done <- t.Run(runCtx) })
+	s.wg.Go(func() {
+		err := t.Run(runCtx)
+		if runCtx.Err() == nil {
+			s.fail(fmt.Errorf("saga tracker stopped: %w", err))
+		}
+		done <- err
+	})
 	select {
 	case <-t.Running():
 		s.Tracker = t
@@ -204,7 +223,7 @@ func (s *Stack) start(ctx, runCtx context.Context, cfg Config, name string) erro
 			}
 		}))
 	}
-	r, err := handlers.NewRouter(handlers.Config{Service: name, Exchange: cfg.Exchange, Retry: cfg.Retry, Prefetch: 256,
+	r, err := handlers.NewRouter(handlers.Config{Service: cfg.QueuePrefix + name, Exchange: cfg.Exchange, Retry: cfg.Retry, Prefetch: 256,
 		Relay: outbox.RelayConfig{PollInterval: 200 * time.Millisecond}}, tr, opts...)
 	if err != nil {
 		return err
@@ -217,8 +236,8 @@ func (s *Stack) start(ctx, runCtx context.Context, cfg Config, name string) erro
 	case InventorySvc:
 		s.Inventory, err = NewInventoryService(ctx, db, r, cfg.Stock)
 	case NotifySvc:
-		s.Notify, err = NewNotifyService(ctx, db, r, func(orderID, kind string) {
-			cfg.Logger.Info("notification sent", slog.String("order_id", orderID), slog.String("kind", kind))
+		s.Notify, err = NewNotifyService(ctx, db, r, func(ctx context.Context, orderID, kind string) {
+			cfg.Logger.InfoContext(ctx, "notification sent", slog.String("order_id", orderID), slog.String("kind", kind))
 		})
 	default:
 		err = fmt.Errorf("unknown service %q", name)
@@ -228,7 +247,13 @@ func (s *Stack) start(ctx, runCtx context.Context, cfg Config, name string) erro
 	}
 	s.routers = append(s.routers, r)
 	done := make(chan error, 1)
-	s.wg.Go(func() { done <- r.Run(runCtx) })
+	s.wg.Go(func() {
+		err := r.Run(runCtx)
+		if runCtx.Err() == nil {
+			s.fail(fmt.Errorf("%s router stopped: %w", name, err))
+		}
+		done <- err
+	})
 	select {
 	case <-r.Running():
 		return nil
@@ -250,6 +275,37 @@ func (s *Stack) Close() error {
 	}
 	for _, db := range s.dbs {
 		errs = append(errs, db.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Stack) fail(err error) {
+	s.failOnce.Do(func() {
+		s.failure = err
+		close(s.failed)
+	})
+}
+
+// Failed is closed when a service's router stops on its own (not by
+// Close): the process should end, with Health's error.
+func (s *Stack) Failed() <-chan struct{} { return s.failed }
+
+// Health returns nil when every router runs and every database answers,
+// else what is wrong. It blocks until the pings answer or ctx ends.
+func (s *Stack) Health(ctx context.Context) error {
+	select {
+	case <-s.failed:
+		return s.failure
+	default:
+	}
+	if s.runCtx.Err() != nil {
+		return errors.New("shop: stack closed")
+	}
+	var errs []error
+	for name, db := range s.dbs {
+		if err := db.SQL().PingContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s database: %w", name, err))
+		}
 	}
 	return errors.Join(errs...)
 }

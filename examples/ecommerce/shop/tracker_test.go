@@ -38,16 +38,17 @@ func (c *manualClock) Advance(d time.Duration) {
 
 // startTracked runs the whole stack, tracker included, and serves
 // Stack.HTTPHandler (orders and sagas).
-func startTracked(t *testing.T, pay shop.PaymentConfig, retry *handlers.RetryPolicy) (*shop.Stack, *httptest.Server, *manualClock) {
+func startTracked(t *testing.T, pay shop.PaymentConfig, retry *handlers.RetryPolicy, queuePrefix string) (*shop.Stack, *httptest.Server, *manualClock) {
 	t.Helper()
 	clock := &manualClock{now: time.Now()}
 	s, err := shop.Start(context.Background(), shop.Config{
-		BusURL:  fmt.Sprintf("mem://shop-tracker-%d", stackSeq.Add(1)),
-		DataDir: t.TempDir(),
-		Payment: pay,
-		Stock:   map[string]int{"apple": 10, "pear": 1},
-		Retry:   retry,
-		Tracker: saga.TrackerConfig{Clock: clock, DeadlineInterval: 5 * time.Millisecond},
+		BusURL:      fmt.Sprintf("mem://shop-tracker-%d", stackSeq.Add(1)),
+		DataDir:     t.TempDir(),
+		Payment:     pay,
+		Stock:       map[string]int{"apple": 10, "pear": 1},
+		Retry:       retry,
+		QueuePrefix: queuePrefix,
+		Tracker:     saga.TrackerConfig{Clock: clock, DeadlineInterval: 5 * time.Millisecond},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +97,7 @@ func events(in saga.Instance) []string {
 }
 
 func TestTrackerFollowsCheckouts(t *testing.T) {
-	_, srv, _ := startTracked(t, shop.PaymentConfig{DeclinedMethod: "card-declined"}, fastRetry())
+	_, srv, _ := startTracked(t, shop.PaymentConfig{DeclinedMethod: "card-declined"}, fastRetry(), "")
 	tests := []struct {
 		name       string
 		give       shop.PlaceRequest
@@ -156,9 +157,16 @@ func TestTrackerFollowsCheckouts(t *testing.T) {
 // TestFailedRefundIsParkedAndResumed: the refund (a compensation) goes to
 // its dead-letter queue; the tracker parks the saga in failed and alerts;
 // the operator repairs the gateway and resumes it over HTTP; the
-// compensation runs and the saga ends compensated.
+// compensation runs and the saga ends compensated. With a queue prefix
+// too: the services' names on the bus are prefixed.
 func TestFailedRefundIsParkedAndResumed(t *testing.T) {
-	s, srv, _ := startTracked(t, shop.PaymentConfig{}, fastRetry())
+	for _, prefix := range []string{"", "blue-"} {
+		t.Run("prefix "+prefix, func(t *testing.T) { testFailedRefund(t, prefix) })
+	}
+}
+
+func testFailedRefund(t *testing.T, prefix string) {
+	s, srv, _ := startTracked(t, shop.PaymentConfig{}, fastRetry(), prefix)
 	s.Payment.BreakRefunds()
 	code, body := post(t, srv, order("dee", "card", shop.Item{SKU: "pear", Quantity: 2, Price: 50}), "")
 	if code != http.StatusCreated {
@@ -221,7 +229,7 @@ func awaitPending(t *testing.T, srv *httptest.Server, id string) shop.Order {
 // abandons the charge (payment.failed) and the order is cancelled.
 func TestCheckoutTimesOut(t *testing.T) {
 	slow := &handlers.RetryPolicy{Delays: []time.Duration{time.Hour}}
-	s, srv, clock := startTracked(t, shop.PaymentConfig{TransientFailureRate: 1}, slow)
+	s, srv, clock := startTracked(t, shop.PaymentConfig{TransientFailureRate: 1}, slow, "")
 	code, body := post(t, srv, order("eve", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")
 	if code != http.StatusCreated {
 		t.Fatalf("POST: %d %v", code, body)
