@@ -158,12 +158,19 @@ func (t *Tracker) Run(ctx context.Context) error {
 	return errors.Join(sub.Close(), pub.Close())
 }
 
+// consume records each message of msgs; one that cannot be recorded (the
+// database is down) is requeued after a pause, so that a lasting failure
+// does not spin.
 func (t *Tracker) consume(ctx context.Context, msgs <-chan *message.Message) {
 	for msg := range msgs {
 		if err := t.Handle(ctx, msg); err != nil {
 			if ctx.Err() == nil {
 				t.logger.LogAttrs(ctx, slog.LevelWarn, "saga tracker: message requeued",
 					slog.String("message_id", msg.UUID), slog.Any("error", err))
+				select {
+				case <-ctx.Done():
+				case <-time.After(requeuePause):
+				}
 			}
 			msg.Nack()
 			continue
@@ -171,6 +178,10 @@ func (t *Tracker) consume(ctx context.Context, msgs <-chan *message.Message) {
 		msg.Ack()
 	}
 }
+
+// requeuePause is how long the tracker waits before requeuing a message
+// it could not record.
+const requeuePause = 100 * time.Millisecond
 
 // deadlines checks deadlines every DeadlineInterval until ctx ends.
 func (t *Tracker) deadlines(ctx context.Context) {
