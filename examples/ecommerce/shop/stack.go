@@ -35,6 +35,8 @@ type Config struct {
 	// DBURLs maps a service name to its database URL.
 	DBURLs map[string]string
 	// Services lists the services to run here; all four when empty.
+	// TrackerSvc runs the checkout's saga tracker (which runs anyway with
+	// all four), e.g. in a process of its own.
 	Services []string
 	Payment  PaymentConfig
 	// Stock is the inventory's initial stock per sku.
@@ -56,6 +58,8 @@ const (
 	PaymentSvc   = "payment"
 	InventorySvc = "inventory"
 	NotifySvc    = "notify"
+	// TrackerSvc is the checkout's saga tracker, as a service of its own.
+	TrackerSvc = saga.TrackerService
 )
 
 // Stack is the services of one process, started and stopped together.
@@ -98,6 +102,9 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	s := &Stack{dbs: map[string]*outbox.DB{}, failed: make(chan struct{}), busURL: cfg.BusURL, queuePrefix: cfg.QueuePrefix}
 	s.runCtx, s.cancel = context.WithCancel(context.Background())
 	for _, name := range cfg.Services {
+		if name == TrackerSvc {
+			continue // started last, below
+		}
 		if err := s.start(ctx, s.runCtx, cfg, name); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("start %s: %w", name, err)
@@ -107,7 +114,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		s.Close()
 		return nil, err
 	}
-	if runsAll(cfg.Services) {
+	if runsAll(cfg.Services) || slices.Contains(cfg.Services, TrackerSvc) {
 		if err := s.startTracker(ctx, s.runCtx, cfg); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("start saga tracker: %w", err)
@@ -186,12 +193,14 @@ func (s *Stack) SagaHandler() http.Handler {
 	return saga.HTTPHandler(s.Tracker.Store(), saga.DLQRedriver(func() (dlq.Conn, error) { return dlq.Dial(busURL) }), nil)
 }
 
-// HTTPHandler serves the order API (OrderService.HTTPHandler) and, with a
-// tracker, the saga API under /sagas.
+// HTTPHandler serves the order API (OrderService.HTTPHandler) when the
+// order service runs here and, with a tracker, the saga API under /sagas.
 func (s *Stack) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/orders", s.Order.HTTPHandler())
-	mux.Handle("/orders/", s.Order.HTTPHandler())
+	if s.Order != nil {
+		mux.Handle("/orders", s.Order.HTTPHandler())
+		mux.Handle("/orders/", s.Order.HTTPHandler())
+	}
 	if h := s.SagaHandler(); h != nil {
 		mux.Handle("/sagas", h)
 		mux.Handle("/sagas/", h)

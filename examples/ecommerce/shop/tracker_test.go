@@ -258,3 +258,37 @@ func TestCheckoutTimesOut(t *testing.T) {
 		t.Errorf("charge %q, want abandoned", got)
 	}
 }
+
+// TestTrackerInItsOwnStack runs the services in two stacks and the tracker
+// in a third, as separate processes would, on one bus.
+func TestTrackerInItsOwnStack(t *testing.T) {
+	busURL := fmt.Sprintf("mem://shop-tracker-alone-%d", stackSeq.Add(1))
+	var stacks []*shop.Stack
+	for _, services := range [][]string{{shop.OrderSvc, shop.PaymentSvc}, {shop.InventorySvc, shop.NotifySvc}, {shop.TrackerSvc}} {
+		s, err := shop.Start(context.Background(), shop.Config{BusURL: busURL, DataDir: t.TempDir(), Services: services,
+			Stock: map[string]int{"apple": 5}, Retry: fastRetry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		stacks = append(stacks, s)
+	}
+	if stacks[0].Tracker != nil || stacks[1].Tracker != nil || stacks[2].Tracker == nil || stacks[2].Order != nil {
+		t.Fatal("the tracker must run in the third stack only")
+	}
+	o, _, err := stacks[0].Order.Place(context.Background(), order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 10}), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(stacks[2].HTTPHandler())
+	defer srv.Close()
+	awaitSaga(t, srv, o.ID, saga.Completed, "confirm")
+	resp, err := http.Get(srv.URL + "/orders/" + o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("the tracker's stack serves /orders: %d", resp.StatusCode)
+	}
+}
