@@ -241,7 +241,7 @@ func (t *Tracker) entry(msg *message.Message) (Entry, bool) {
 		return t.deadLetter(msg, e)
 	}
 	trs := t.s.Transitions(e.Event)
-	if len(trs) == 0 {
+	if len(trs) == 0 || e.Event == TimedOutEvent && !t.ownTimeout(msg.Payload) {
 		return Entry{}, false
 	}
 	e.Meaning = meaning(trs)
@@ -275,6 +275,13 @@ func (t *Tracker) deadLetter(msg *message.Message, e Entry) (Entry, bool) {
 		}
 	}
 	return Entry{}, false
+}
+
+// ownTimeout reports whether a TimedOutEvent is this saga's (another
+// saga's tracker may time out an instance of the same id).
+func (t *Tracker) ownTimeout(payload []byte) bool {
+	var to Timeout
+	return json.Unmarshal(payload, &to) == nil && to.Saga == t.s.Name
 }
 
 // reasonOf reads the conventional "reason" field of a JSON payload (a

@@ -525,10 +525,11 @@ func testReplicas(t *testing.T, r *rig) {
 }
 
 func testIgnored(t *testing.T, r *rig) {
-	// No saga id, another saga's event, a listener's dead letter: nothing.
+	// No saga id, a listener's dead letter, another saga's timeout: nothing.
 	m := r.msg("", "order.placed", nil)
 	m.Metadata.Set(envelope.SagaIDKey, "")
-	r.publish(m, r.deadLetter("i1", "notify", "order.confirmed", "smtp down"))
+	r.publish(m, r.deadLetter("i1", "notify", "order.confirmed", "smtp down"),
+		r.msg("i1", saga.TimedOutEvent, saga.Timeout{Saga: "another", ID: "i1", Deadline: "saga"}))
 	r.send("i1", "order.placed")
 	r.await("i1", saga.Running, "charge", 1)
 	ins, err := r.tk.Store().List(context.Background(), saga.Query{})
