@@ -13,7 +13,7 @@ import (
 )
 
 func TestHTTPHandler(t *testing.T) {
-	r := newRig(t, "sqlite:"+t.TempDir()+"/tracker.db")
+	r := newRig(t, "sqlite:"+t.TempDir()+"/tracker.db", "")
 	r.send("h1", "order.placed", "payment.captured", "inventory.reserved", "order.confirmed")
 	r.send("h2", "order.placed", "payment.captured", "inventory.failed")
 	r.publish(r.deadLetter("h2", "payment", "inventory.failed", "refund gateway down"))

@@ -65,36 +65,46 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 var busSeq atomic.Int64
 
-// rig is one test's bus, database and tracker.
+// rig is one test's bus, database and tracker. Its exchange and queue
+// prefix are its own, so that rigs sharing a RabbitMQ keep apart.
 type rig struct {
-	t      *testing.T
-	s      *saga.Saga
-	dbURL  string
-	busURL string
-	clock  *fakeClock
-	tr     transport.Transport
-	pub    message.Publisher
-	db     *outbox.DB
-	tk     *saga.Tracker
-	stop   context.CancelFunc
-	done   chan error
-	probes map[string]<-chan *message.Message
+	t        *testing.T
+	s        *saga.Saga
+	dbURL    string
+	busURL   string
+	exchange string
+	prefix   string
+	clock    *fakeClock
+	tr       transport.Transport
+	pub      message.Publisher
+	db       *outbox.DB
+	tk       *saga.Tracker
+	stop     context.CancelFunc
+	done     chan error
+	probes   map[string]<-chan *message.Message
 }
 
-func newRig(t *testing.T, dbURL string) *rig {
+// newRig makes a rig on the bus at busURL, a private bundled broker when
+// empty.
+func newRig(t *testing.T, dbURL, busURL string) *rig {
 	t.Helper()
-	r := &rig{t: t, s: checkout(), dbURL: dbURL, clock: newClock(),
-		busURL: fmt.Sprintf("mem://saga-tracker-test-%d", busSeq.Add(1)), probes: map[string]<-chan *message.Message{}}
+	n := busSeq.Add(1)
+	if busURL == "" {
+		busURL = fmt.Sprintf("mem://saga-tracker-test-%d", n)
+	}
+	unique := fmt.Sprintf("t%d-%d", time.Now().UnixNano()%1e9, n)
+	r := &rig{t: t, s: checkout(), dbURL: dbURL, clock: newClock(), busURL: busURL,
+		exchange: "bus." + unique, prefix: unique + ".", probes: map[string]<-chan *message.Message{}}
 	tr, err := transport.Open(r.busURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.tr = tr
-	if r.pub, err = tr.NewPublisher(bus.PublisherConfig{}); err != nil {
+	if r.pub, err = tr.NewPublisher(bus.PublisherConfig{Exchange: r.exchange}); err != nil {
 		t.Fatal(err)
 	}
 	// Probes see what the tracker emits.
-	sub, err := tr.NewSubscriber(bus.SubscriberConfig{Group: "probe"})
+	sub, err := tr.NewSubscriber(bus.SubscriberConfig{Group: r.prefix + "probe", Exchange: r.exchange})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +134,7 @@ func (r *rig) start() {
 		r.t.Fatal(err)
 	}
 	tk, err := saga.NewTracker(context.Background(), r.s, db, r.tr, saga.TrackerConfig{
+		Exchange: r.exchange, QueuePrefix: r.prefix,
 		Clock: r.clock, DeadlineInterval: 5 * time.Millisecond, Relay: outbox.RelayConfig{PollInterval: 10 * time.Millisecond}})
 	if err != nil {
 		r.t.Fatal(err)
@@ -225,8 +236,9 @@ func (r *rig) probe(event, id string) *message.Message {
 }
 
 // runTrackerSuite is the tracker's conformance suite, run on SQLite and
-// (integration) PostgreSQL; newURL returns an empty database's URL.
-func runTrackerSuite(t *testing.T, newURL func(t *testing.T) string) {
+// (integration) PostgreSQL; newURL returns an empty database's URL, busURL
+// is the bus ("" for a private bundled broker per case).
+func runTrackerSuite(t *testing.T, busURL string, newURL func(t *testing.T) string) {
 	tests := []struct {
 		name string
 		run  func(t *testing.T, r *rig)
@@ -246,7 +258,7 @@ func runTrackerSuite(t *testing.T, newURL func(t *testing.T) string) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			tt.run(t, newRig(t, newURL(t)))
+			tt.run(t, newRig(t, newURL(t), busURL))
 		})
 	}
 }
@@ -412,7 +424,7 @@ func testDeadlineAfterRestart(t *testing.T, r *rig) {
 // deadLetter is the announcement a handlers router makes WithDeadLetterEvents.
 func (r *rig) deadLetter(id, service, event, errText string) *message.Message {
 	dead := r.msg(id, event, nil)
-	m := r.msg(id, handlers.DeadLetteredEvent, handlers.DeadLettered{Service: service, Handler: "h", Queue: service + ".h",
+	m := r.msg(id, handlers.DeadLetteredEvent, handlers.DeadLettered{Service: r.prefix + service, Handler: "h", Queue: service + ".h",
 		DeadLetterQueue: service + ".h.dlq", Event: event, MessageID: dead.UUID, Error: errText, ErrorKind: "permanent", Attempts: 3})
 	m.Metadata.Set(envelope.CausationIDKey, dead.UUID)
 	return m
@@ -497,7 +509,7 @@ func testReplicas(t *testing.T, r *rig) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	tk2, err := saga.NewTracker(context.Background(), r.s, db, r.tr, saga.TrackerConfig{Clock: r.clock})
+	tk2, err := saga.NewTracker(context.Background(), r.s, db, r.tr, saga.TrackerConfig{Exchange: r.exchange, QueuePrefix: r.prefix, Clock: r.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
