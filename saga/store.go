@@ -80,18 +80,17 @@ func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
 // status again. It reports the status before and after, and false when
 // the entry's message id was recorded already (nothing changed).
 func (st *Store) record(ctx context.Context, tx *outbox.Tx, s *Saga, id string, e Entry) (before, after Status, added bool, err error) {
-	// The upsert creates the row or, on PostgreSQL, locks it (a no-op
-	// update) for the rest of tx, so that two events of one instance
-	// recorded at once by two replicas are derived one after the other.
-	// SQLite's immediate transaction holds the database's lock anyway.
-	conflict := `DO NOTHING`
+	// On PostgreSQL the instance's row is created or locked (a no-op
+	// update) first, for the rest of tx, so that two events of one
+	// instance recorded at once by two replicas are derived one after the
+	// other. SQLite's immediate transaction holds the database's lock
+	// already.
 	if st.db.Dialect() == outbox.Postgres {
-		conflict = `DO UPDATE SET saga = troupe_sagas.saga`
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO troupe_sagas (saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline)
-		VALUES (?, ?, ?, '', '', ?, ?, NULL, '') ON CONFLICT (saga, id) `+conflict,
-		s.Name, id, string(Running), nanos(e.At), nanos(e.RecordedAt)); err != nil {
-		return before, after, false, fmt.Errorf("saga: instance %s: %w", id, err)
+		if _, err := tx.Exec(ctx, `INSERT INTO troupe_sagas (saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline)
+			VALUES (?, ?, ?, '', '', ?, ?, NULL, '') ON CONFLICT (saga, id) DO UPDATE SET saga = troupe_sagas.saga`,
+			s.Name, id, string(Running), nanos(e.At), nanos(e.RecordedAt)); err != nil {
+			return before, after, false, fmt.Errorf("saga: instance %s: %w", id, err)
+		}
 	}
 	history, err := st.history(ctx, tx, s.Name, id)
 	if err != nil {
@@ -117,9 +116,12 @@ func (st *Store) record(ctx context.Context, tx *outbox.Tx, s *Saga, id string, 
 	if !after.DeadlineAt.IsZero() {
 		deadline = nanos(after.DeadlineAt)
 	}
-	if _, err := tx.Exec(ctx, `UPDATE troupe_sagas SET state = ?, step = ?, reason = ?, started_at = ?, updated_at = ?, deadline_at = ?, deadline = ?
-		WHERE saga = ? AND id = ?`, string(after.State), after.Step, after.Reason, nanos(after.StartedAt), nanos(e.RecordedAt),
-		deadline, after.Deadline, s.Name, id); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO troupe_sagas (saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (saga, id) DO UPDATE SET state = excluded.state, step = excluded.step,
+		reason = excluded.reason, started_at = excluded.started_at, updated_at = excluded.updated_at,
+		deadline_at = excluded.deadline_at, deadline = excluded.deadline`,
+		s.Name, id, string(after.State), after.Step, after.Reason, nanos(after.StartedAt), nanos(e.RecordedAt),
+		deadline, after.Deadline); err != nil {
 		return before, after, false, fmt.Errorf("saga: update %s: %w", id, err)
 	}
 	return before, after, true, nil
