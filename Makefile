@@ -41,6 +41,7 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -cpu=1,2 ./broker/...
 	$(GO) run ./broker/internal/benchmem
 	bash scripts/with-servers.sh $(GO) run ./internal/cmd/transportbench
+	bash scripts/with-servers.sh $(GO) run ./internal/cmd/sagabench -sagas 2000
 
 ## fuzz-smoke: each fuzz target for a few seconds (FUZZTIME).
 FUZZTIME ?= 5s

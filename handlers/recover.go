@@ -174,6 +174,11 @@ func (r *Router) park(ctx context.Context, reg registration, msg *message.Messag
 	if err := r.queues.Publish(target, out); err != nil {
 		return fmt.Errorf("park %s in %s: %w", msg.UUID, target, err)
 	}
+	if !retry && r.deadLetterEvents {
+		if err := r.announceDeadLetter(ctx, reg, out, attempts); err != nil {
+			return err
+		}
+	}
 	level := slog.LevelWarn
 	if retry {
 		r.delayed.Add(1)

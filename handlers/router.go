@@ -159,6 +159,9 @@ type Router struct {
 	inflight int
 
 	handled, duplicates, retried, delayed, deadLettered atomic.Int64
+
+	// deadLetterEvents: announce each dead letter (WithDeadLetterEvents).
+	deadLetterEvents bool
 }
 
 // NewRouter makes a router for a service on a transport.

@@ -69,6 +69,19 @@
 //
 // # Tracking
 //
+// A [Tracker] consumes every event of a saga (and the dead-letter
+// announcements of handlers.WithDeadLetterEvents) from its own queue,
+// "saga-tracker.<saga>", and keeps each instance's state, current step and
+// history in a [Store] (SQLite or PostgreSQL, tables of its own). Each
+// message is claimed in the tracker's inbox, so a redelivery changes
+// nothing; the state is derived from the set of entries ([Derive]), so
+// the order in which events arrive does not matter. The tracker times out
+// instances that miss a deadline ([Saga.Deadline], [Step.Deadline]),
+// emitting [TimedOutEvent] for the services to compensate, and parks an
+// instance whose compensation is dead-lettered in state [Failed],
+// emitting [FailedEvent]; an operator then resumes, skips or resolves it
+// ([Store.Act]; `troupe saga resume|skip|resolve`; [HTTPHandler]).
+//
 // [Saga.Transitions] maps an event name to its meanings, in a fixed order:
 // what it ends (step succeeded or failed, compensation done), the
 // saga-level kinds (started, completed, compensated, failed), what it
@@ -79,5 +92,6 @@
 // # Concurrency
 //
 // A Saga is a value that this package only reads: share it freely once
-// declared. A Registry is a value too.
+// declared. A Registry is a value too. Tracker, Store and HTTPHandler are
+// safe for concurrent use.
 package saga

@@ -134,3 +134,26 @@ func ExampleWriteMermaid() {
 	//   linkStyle 2,5 stroke:#c62828
 	//   linkStyle 3 stroke:#ef6c00
 }
+
+// Derive is how the tracker knows where an instance is: from the set of
+// its history's entries, whatever order they arrived in. Here the
+// reservation failed before the tracker heard of the capture, and the
+// refund is still to come.
+func ExampleDerive() {
+	s := checkout()
+	var history []saga.Entry
+	for i, event := range []string{"inventory.failed", "order.placed", "payment.captured"} {
+		history = append(history, saga.Entry{Seq: int64(i + 1), Kind: saga.EventEntry, Event: event})
+	}
+	st := saga.Derive(s, history)
+	fmt.Println(st.State, "at step", st.Step)
+	// The refund arrives, then the cancellation: the order is undone.
+	for i, event := range []string{"payment.refunded", "order.cancelled"} {
+		history = append(history, saga.Entry{Seq: int64(i + 4), Kind: saga.EventEntry, Event: event})
+	}
+	st = saga.Derive(s, history)
+	fmt.Println(st.State, "at step", st.Step)
+	// Output:
+	// compensating at step charge
+	// compensated at step place
+}

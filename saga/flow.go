@@ -37,6 +37,9 @@ func newFlow(s *Saga) *flow {
 			f.emits[c.Done] = true
 		}
 	}
+	if s.hasDeadline() {
+		f.emits[TimedOutEvent] = true // by the tracker
+	}
 	for _, end := range s.ends() {
 		f.ends[end.event] = true
 	}

@@ -11,8 +11,9 @@ import (
 // The graph of a saga, as WriteMermaid and WriteDOT draw it:
 //   - a node per step and per compensation ("undo <step>"), grouped by
 //     service (a Mermaid subgraph, a DOT cluster), a node per listener,
-//     a start node named after the saga, and a node per kind of ending
-//     (completed, compensated, failed);
+//     a start node named after the saga, a "deadline missed" node (the
+//     tracker, emitting saga.timed_out) when the saga has deadlines, and
+//     a node per kind of ending (completed, compensated, failed);
 //   - an edge per event from the node that emits it to each node that
 //     consumes it, labelled with the event's name;
 //   - the success path solid (green), failures dashed (red), the
@@ -69,6 +70,9 @@ func draw(s *Saga) (*drawing, error) {
 		return nil, fmt.Errorf("saga: cannot draw an invalid declaration: %w", err)
 	}
 	d := &drawing{s: s, name: s.Name, services: s.Services(), top: []gnode{{"start", s.Name, startNode}}, endNode: map[string]string{}}
+	if s.hasDeadline() {
+		d.top = append(d.top, gnode{"deadline", "deadline missed", startNode})
+	}
 	d.nodes()
 	d.allEdges()
 	return d, nil
@@ -126,6 +130,9 @@ func (d *drawing) allEdges() {
 		for _, e := range l.Emits {
 			d.emit(fmt.Sprintf("l%d", i), e, listenerEdge)
 		}
+	}
+	if s.hasDeadline() {
+		d.emit("deadline", TimedOutEvent, failureEdge)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 )
 
 // ParseJSON decodes a declaration from its JSON form (the Saga type's
@@ -49,4 +50,78 @@ func (s *Saga) MarshalIndent() ([]byte, error) {
 		return nil, err
 	}
 	return append(b, '\n'), nil
+}
+
+// The JSON form writes deadlines as Go durations ("2m0s"), not as
+// nanoseconds.
+
+// MarshalJSON encodes the saga with its deadline as a duration string.
+func (s Saga) MarshalJSON() ([]byte, error) {
+	type plain Saga
+	return json.Marshal(struct {
+		plain
+		Deadline string `json:"deadline,omitempty"`
+	}{plain(s), durationText(s.Deadline)})
+}
+
+// UnmarshalJSON decodes a saga strictly (unknown fields are errors), its
+// deadline written as a duration string ("2m", "90s").
+func (s *Saga) UnmarshalJSON(b []byte) error {
+	type plain Saga
+	aux := struct {
+		*plain
+		Deadline string `json:"deadline,omitempty"`
+	}{plain: (*plain)(s)}
+	if err := strictJSON(b, &aux); err != nil {
+		return err
+	}
+	return parseDuration(aux.Deadline, &s.Deadline)
+}
+
+// MarshalJSON encodes the step with its deadline as a duration string.
+func (st Step) MarshalJSON() ([]byte, error) {
+	type plain Step
+	return json.Marshal(struct {
+		plain
+		Deadline string `json:"deadline,omitempty"`
+	}{plain(st), durationText(st.Deadline)})
+}
+
+// UnmarshalJSON decodes a step strictly, its deadline a duration string.
+func (st *Step) UnmarshalJSON(b []byte) error {
+	type plain Step
+	aux := struct {
+		*plain
+		Deadline string `json:"deadline,omitempty"`
+	}{plain: (*plain)(st)}
+	if err := strictJSON(b, &aux); err != nil {
+		return err
+	}
+	return parseDuration(aux.Deadline, &st.Deadline)
+}
+
+func strictJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+func durationText(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
+func parseDuration(s string, d *time.Duration) error {
+	if s == "" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("deadline: %w", err)
+	}
+	*d = v
+	return nil
 }

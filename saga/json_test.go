@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/troupehq/troupe/saga"
 )
@@ -55,5 +56,34 @@ func TestParseJSONRejects(t *testing.T) {
 	}
 	if _, err := saga.ReadFile(filepath.Join(t.TempDir(), "none.json")); err == nil {
 		t.Fatal("missing file accepted")
+	}
+}
+
+func TestJSONDeadlines(t *testing.T) {
+	s := saga.Saga{Name: "s", Start: "a.started", Deadline: 2 * time.Minute, Steps: []saga.Step{
+		{Name: "one", Service: "x", Success: "a.started", NoCompensation: "first"},
+		{Name: "two", Service: "y", Trigger: "a.started", Success: "a.done", NoCompensation: "last", Deadline: 1500 * time.Millisecond},
+	}, Completed: []string{"a.done"}}
+	b, err := s.MarshalIndent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"deadline": "2m0s"`) || !strings.Contains(string(b), `"deadline": "1.5s"`) {
+		t.Fatalf("deadlines not written as durations:\n%s", b)
+	}
+	back, err := saga.ParseJSON(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(*back, s) {
+		t.Fatalf("read back %+v, want %+v", back, s)
+	}
+	for _, bad := range []string{`"deadline": "soon"`, `"deadline": 5`} {
+		if _, err := saga.ParseJSON([]byte(strings.Replace(string(b), `"deadline": "2m0s"`, bad, 1))); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+	if _, err := saga.ParseJSON([]byte(strings.Replace(string(b), `"deadline": "1.5s"`, `"deadline": "1.5s", "colour": "red"`, 1))); err == nil {
+		t.Error("unknown field in a step accepted")
 	}
 }

@@ -4,6 +4,21 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"time"
+)
+
+// Events the tracker emits, through its outbox, with the saga id of the
+// instance in their metadata.
+const (
+	// TimedOutEvent is emitted when an instance misses a deadline (Saga.
+	// Deadline or Step.Deadline); its payload is a [Timeout]. Under
+	// choreography the tracker does not undo anything itself: the services
+	// whose steps must be undone consume it, so a saga with deadlines lists
+	// it in the Compensation.On of those steps.
+	TimedOutEvent = "saga.timed_out"
+	// FailedEvent is the alert emitted when an instance is parked in state
+	// failed (a compensation dead-lettered); its payload is a [Failure].
+	FailedEvent = "saga.failed"
 )
 
 // Saga declares a choreographed workflow: the event that starts it, its
@@ -38,6 +53,10 @@ type Saga struct {
 	// Failed are the events that end an instance unsuccessfully without
 	// undoing it (e.g. an alert emitted when a compensation gives up).
 	Failed []string `json:"failed,omitempty"`
+	// Deadline bounds an instance from its Start event to an ending; 0
+	// means none. A running instance that misses it times out: the
+	// tracker emits TimedOutEvent (JSON: a duration, "2m0s").
+	Deadline time.Duration `json:"deadline,omitempty"`
 }
 
 // Step is one step of a saga: a handler of Service that consumes Trigger
@@ -63,6 +82,9 @@ type Step struct {
 	// step, a step with nothing to undo. A step must declare either a
 	// Compensation or NoCompensation.
 	NoCompensation string `json:"no_compensation,omitempty"`
+	// Deadline bounds the step from its Trigger to its Success or
+	// Failure; 0 means none. It needs a Trigger (JSON: a duration).
+	Deadline time.Duration `json:"deadline,omitempty"`
 }
 
 // Compensation is how a step is undone under choreography: its service
@@ -250,6 +272,12 @@ func (s *Saga) Services() []string {
 		}
 	}
 	return out
+}
+
+// hasDeadline reports whether the saga or a step declares a deadline: then
+// the tracker emits TimedOutEvent for it.
+func (s *Saga) hasDeadline() bool {
+	return s.Deadline > 0 || slices.ContainsFunc(s.Steps, func(st Step) bool { return st.Deadline > 0 })
 }
 
 type end struct {

@@ -201,6 +201,29 @@ func (v *validator) fields() {
 	}
 	v.listeners(emitters)
 	v.endings(emitters)
+	v.deadlines(emitters)
+}
+
+// deadlines checks the deadlines: none negative, a step deadline only on a
+// triggered step, and TimedOutEvent emitted by no step (the tracker emits
+// it; a saga without deadlines that consumes it is told by the path
+// check that no step emits it).
+func (v *validator) deadlines(emitters map[string]role) {
+	s := v.s
+	if s.Deadline < 0 {
+		v.add(Malformed, "", "", "negative deadline %v", s.Deadline)
+	}
+	for _, st := range s.Steps {
+		switch {
+		case st.Deadline < 0:
+			v.add(Malformed, st.Name, "", "negative deadline %v", st.Deadline)
+		case st.Deadline > 0 && st.Trigger == "":
+			v.add(Malformed, st.Name, "", "a step deadline runs from the step's trigger, and the step has none")
+		}
+	}
+	if r, ok := emitters[TimedOutEvent]; ok {
+		v.add(Malformed, r.step, TimedOutEvent, "the tracker emits this event; a step cannot be its %s", r.what)
+	}
 }
 
 func (v *validator) step(i int, st Step, seen map[string]bool) {

@@ -6,6 +6,9 @@
 //	troupe dlq <list|show|replay> -url URL -queue QUEUE [flags]
 //	troupe graph [-format mermaid|dot] [DECLARATION.saga.json]
 //	troupe saga check [-saga DECLARATION.saga.json] REGISTRY.json...
+//	troupe saga list -db URL [-state STATE]
+//	troupe saga show -db URL ID
+//	troupe saga resume|skip|resolve -db URL [-bus URL] [-by USER] [-note TEXT] ID
 //
 // demo runs the bundled broker in process through a checkout choreography
 // (order -> payment -> inventory -> order -> notify, with a retry through a
@@ -14,7 +17,10 @@
 // shows one, and replays one, a group or all to their work queue. graph
 // prints a saga's graph as Mermaid or DOT: the e-commerce checkout's, or
 // that of a JSON declaration file (package saga). saga check checks a
-// declaration against the registry files that the services wrote.
+// declaration against the registry files that the services wrote; saga
+// list and show read the saga tracker's database (where is every order,
+// what happened to one), and resume, skip and resolve are the operator's
+// actions on a saga parked in state failed.
 package main
 
 import (
@@ -47,7 +53,8 @@ commands:
   demo    run the bundled broker through a checkout choreography, printing each event
   dlq     list, show and replay a handler's dead letters
   graph   print a saga's graph (the checkout's by default) as Mermaid or DOT
-  saga    check a saga against the services' registry files
+  saga    check a saga against the services' registry files; list, show, resume, skip,
+          resolve the instances the saga tracker follows
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -63,7 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "graph":
 		return runGraph(args[1:], stdout, stderr)
 	case "saga":
-		return runSaga(args[1:], stdout, stderr)
+		return runSaga(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

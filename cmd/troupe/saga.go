@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -8,16 +9,31 @@ import (
 	"github.com/troupehq/troupe/saga"
 )
 
+const sagaUsage = `usage:
+  troupe saga check [-saga DECLARATION.saga.json] REGISTRY.json...
+  troupe saga list -db URL [-state STATE] [-limit N]
+  troupe saga show -db URL ID
+  troupe saga resume -db URL -bus URL [-by USER] [-note TEXT] ID
+  troupe saga skip|resolve -db URL [-by USER] [-note TEXT] ID`
+
 // runSaga dispatches troupe saga's subcommands.
-func runSaga(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "check" {
-		fmt.Fprintln(stderr, "usage: troupe saga check [-saga DECLARATION.saga.json] REGISTRY.json...")
-		if len(args) == 0 {
-			return fmt.Errorf("saga: no subcommand given")
-		}
-		return fmt.Errorf("saga: unknown subcommand %q", args[0])
+func runSaga(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, sagaUsage)
+		return fmt.Errorf("saga: no subcommand given")
 	}
-	return runSagaCheck(args[1:], stdout, stderr)
+	switch args[0] {
+	case "check":
+		return runSagaCheck(args[1:], stdout, stderr)
+	case "list":
+		return runSagaList(ctx, args[1:], stdout, stderr)
+	case "show":
+		return runSagaShow(ctx, args[1:], stdout, stderr)
+	case "resume", "skip", "resolve":
+		return runSagaAct(ctx, saga.Action(args[0]), args[1:], stdout, stderr)
+	}
+	fmt.Fprintln(stderr, sagaUsage)
+	return fmt.Errorf("saga: unknown subcommand %q", args[0])
 }
 
 // runSagaCheck checks a declaration against the registry files that the

@@ -12,7 +12,7 @@ import (
 // services, one per process, as saga.WriteRegistry writes them.
 var checkoutRegistries = map[string]string{
 	"order":     `{"services": [{"service": "order", "handlers": [{"name": "on-payment-failed", "events": ["payment.failed"]}, {"name": "on-refunded", "events": ["payment.refunded"]}, {"name": "on-reserved", "events": ["inventory.reserved"]}]}]}`,
-	"payment":   `{"services": [{"service": "payment", "handlers": [{"name": "charge", "events": ["order.placed"]}, {"name": "refund", "events": ["inventory.failed"]}]}]}`,
+	"payment":   `{"services": [{"service": "payment", "handlers": [{"name": "charge", "events": ["order.placed"]}, {"name": "on-timeout", "events": ["saga.timed_out"]}, {"name": "refund", "events": ["inventory.failed"]}]}]}`,
 	"inventory": `{"services": [{"service": "inventory", "handlers": [{"name": "reserve", "events": ["payment.captured"]}]}]}`,
 	"notify":    `{"services": [{"service": "notify", "handlers": [{"name": "cancelled", "events": ["order.cancelled"]}, {"name": "confirmed", "events": ["order.confirmed"]}]}]}`,
 }
@@ -51,7 +51,7 @@ func TestSagaCheck(t *testing.T) {
 		want string
 	}{
 		{"no subcommand", []string{"saga"}, "no subcommand"},
-		{"unknown subcommand", []string{"saga", "list"}, `unknown subcommand "list"`},
+		{"unknown subcommand", []string{"saga", "lsit"}, `unknown subcommand "lsit"`},
 		{"no registry", []string{"saga", "check"}, "give the registry files"},
 		{"payment missing", append([]string{"saga", "check"}, writeRegistries(t, "order", "inventory", "notify")...),
 			"saga checkout: step charge: event order.placed: unconsumed: trigger: no handler consumes it"},

@@ -3,6 +3,8 @@ package shop
 import (
 	"fmt"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/saga"
@@ -23,13 +25,20 @@ import (
 //   - confirm (order) turns inventory.reserved into order.confirmed;
 //   - notify listens to both endings and emits notification.sent.
 //
+// A checkout must end within CheckoutDeadline of order.placed: the saga
+// tracker (Start runs it with all the services) emits saga.timed_out for
+// one that does not, and the payment service undoes the charge on it
+// (refunds a capture, or abandons the charge and emits payment.failed),
+// after which the order is cancelled as on any refund or decline.
+//
 // The saga completes with order.confirmed and is compensated with
 // order.cancelled. Start checks it against the routers when it runs every
 // service; the JSON form is ../checkout.saga.json (written by the tests
 // with -rewrite). Do not modify it.
 var CheckoutSaga = saga.Saga{
-	Name:  "checkout",
-	Start: OrderPlaced{}.EventName(),
+	Name:     "checkout",
+	Start:    OrderPlaced{}.EventName(),
+	Deadline: CheckoutDeadline,
 	Steps: []saga.Step{{
 		Name:    "place",
 		Service: OrderSvc,
@@ -45,7 +54,7 @@ var CheckoutSaga = saga.Saga{
 		Success: PaymentCaptured{}.EventName(),
 		Failure: PaymentFailed{}.EventName(),
 		Compensation: &saga.Compensation{
-			On:   []string{InventoryFailed{}.EventName()},
+			On:   []string{InventoryFailed{}.EventName(), saga.Timeout{}.EventName()},
 			Done: PaymentRefunded{}.EventName(),
 		},
 	}, {
@@ -72,6 +81,9 @@ var CheckoutSaga = saga.Saga{
 	Compensated: []string{OrderCancelled{}.EventName()},
 }
 
+// CheckoutDeadline bounds a checkout from order.placed to its end.
+const CheckoutDeadline = 2 * time.Minute
+
 // Registry returns what the routers of this stack consume, for
 // saga.Check or for a registry file (saga.WriteRegistry). Safe for
 // concurrent use.
@@ -87,14 +99,17 @@ func (s *Stack) Routers() []*handlers.Router { return slices.Clone(s.routers) }
 // runs every service of it; a process running some of them cannot see the
 // others' handlers (check with their registry files instead).
 func (s *Stack) checkSaga(services []string) error {
-	for _, svc := range CheckoutSaga.Services() {
-		if !slices.Contains(services, svc) {
-			return nil
-		}
+	if !runsAll(services) {
+		return nil
 	}
 	reg, err := s.Registry()
 	if err != nil {
 		return err
+	}
+	// With a queue prefix the routers run as "<prefix><service>"; the
+	// declaration names the services.
+	for i := range reg.Services {
+		reg.Services[i].Service = strings.TrimPrefix(reg.Services[i].Service, s.queuePrefix)
 	}
 	if err := saga.Check(&CheckoutSaga, reg); err != nil {
 		return fmt.Errorf("checkout saga: %w", err)

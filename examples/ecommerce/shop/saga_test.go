@@ -77,10 +77,13 @@ func TestCheckoutSagaCheckCatchesDroppedHandlers(t *testing.T) {
 		}, []defect{{saga.Unconsumed, "notify", "order.confirmed"}, {saga.Unconsumed, "notify", "order.cancelled"}}},
 		{"no payment service", func(t *testing.T) saga.Registry {
 			return registry(t, startServices(t, shop.OrderSvc, shop.InventorySvc, shop.NotifySvc))
-		}, []defect{{saga.Unconsumed, "charge", "order.placed"}, {saga.Unconsumed, "charge", "inventory.failed"}}},
+		}, []defect{{saga.Unconsumed, "charge", "order.placed"}, {saga.Unconsumed, "charge", "inventory.failed"}, {saga.Unconsumed, "charge", "saga.timed_out"}}},
 		{"no refund handler", func(t *testing.T) saga.Registry {
 			return dropHandler(registry(t, full), shop.PaymentSvc, "refund")
 		}, []defect{{saga.Unconsumed, "charge", "inventory.failed"}}},
+		{"no undo on a timeout", func(t *testing.T) saga.Registry {
+			return dropHandler(registry(t, full), shop.PaymentSvc, "on-timeout")
+		}, []defect{{saga.Unconsumed, "charge", "saga.timed_out"}}},
 		{"no cancel on a declined payment", func(t *testing.T) saga.Registry {
 			return dropHandler(registry(t, full), shop.OrderSvc, "on-payment-failed")
 		}, []defect{{saga.Unconsumed, "place", "payment.failed"}}},
@@ -178,6 +181,7 @@ func TestCheckoutTransitions(t *testing.T) {
 		{"order.cancelled", "[compensation done place saga compensated]"},
 		{"order.confirmed", "[step succeeded confirm saga completed]"},
 		{"notification.sent", "[observed by notify]"},
+		{"saga.timed_out", "[compensation started charge]"},
 	}
 	for _, tt := range tests {
 		if got := fmt.Sprint(shop.CheckoutSaga.Transitions(tt.give)); got != tt.want {

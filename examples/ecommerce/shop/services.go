@@ -2,6 +2,7 @@ package shop
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/outbox"
+	"github.com/troupehq/troupe/saga"
 )
 
 // PaymentConfig is the simulated gateway's behaviour.
@@ -34,10 +36,23 @@ type PaymentService struct {
 	db  *outbox.DB
 	cfg PaymentConfig
 
-	mu       sync.Mutex
-	rng      *rand.Rand
-	timeouts atomic.Int64
+	mu          sync.Mutex
+	rng         *rand.Rand
+	timeouts    atomic.Int64
+	refundsDown atomic.Bool
 }
+
+// BreakRefunds makes the gateway refuse refunds with a permanent error
+// (ErrRefundsDown), so that a refund goes to its dead-letter queue: a
+// compensation that fails. RepairRefunds undoes it. Safe for concurrent
+// use.
+func (s *PaymentService) BreakRefunds() { s.refundsDown.Store(true) }
+
+// RepairRefunds lets refunds through again.
+func (s *PaymentService) RepairRefunds() { s.refundsDown.Store(false) }
+
+// ErrRefundsDown is the refund failure of a broken gateway (BreakRefunds).
+var ErrRefundsDown = errors.New("refund gateway down")
 
 // Timeouts counts the simulated gateway's transient failures.
 func (s *PaymentService) Timeouts() int64 { return s.timeouts.Load() }
@@ -61,6 +76,7 @@ func NewPaymentService(ctx context.Context, db *outbox.DB, r *handlers.Router, c
 	return s, errors.Join(
 		handlers.HandleTx(r, "charge", handlers.TxHandlerFunc[OrderPlaced](s.charge)),
 		handlers.HandleTx(r, "refund", handlers.TxHandlerFunc[InventoryFailed](s.refund)),
+		handlers.HandleTx(r, "on-timeout", handlers.TxHandlerFunc[saga.Timeout](s.timedOut)),
 	)
 }
 
@@ -86,6 +102,13 @@ func (s *PaymentService) charge(ctx context.Context, tx *outbox.Tx, e OrderPlace
 		trace.SpanFromContext(ctx).AddEvent(TimeoutEvent, trace.WithAttributes(attribute.String("order_id", e.OrderID)))
 		return ErrGatewayTimeout
 	}
+	var status string
+	switch err := tx.QueryRow(ctx, `SELECT status FROM charges WHERE order_id = ?`, e.OrderID).Scan(&status); {
+	case err == nil:
+		return nil // abandoned at a timeout (payment.failed was emitted then), or charged already
+	case !errors.Is(err, sql.ErrNoRows):
+		return err
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO charges (order_id, amount, status) VALUES (?, ?, 'captured')`, e.OrderID, e.Amount); err != nil {
 		return err
 	}
@@ -94,14 +117,51 @@ func (s *PaymentService) charge(ctx context.Context, tx *outbox.Tx, e OrderPlace
 
 // refund compensates a capture when the order could not be filled.
 func (s *PaymentService) refund(ctx context.Context, tx *outbox.Tx, e InventoryFailed) error {
-	var amount int
-	if err := tx.QueryRow(ctx, `SELECT amount FROM charges WHERE order_id = ? AND status = 'captured'`, e.OrderID).Scan(&amount); err != nil {
-		return handlers.Permanent(fmt.Errorf("refund %s: no captured charge: %w", e.OrderID, err))
+	if s.refundsDown.Load() {
+		return handlers.Permanent(fmt.Errorf("refund %s: %w", e.OrderID, ErrRefundsDown))
 	}
-	if _, err := tx.Exec(ctx, `UPDATE charges SET status = 'refunded' WHERE order_id = ?`, e.OrderID); err != nil {
+	return s.refundCharge(ctx, tx, e.OrderID, e.Reason)
+}
+
+// refundCharge refunds an order's capture; a capture refunded already
+// (at a timeout) is left as it is.
+func (s *PaymentService) refundCharge(ctx context.Context, tx *outbox.Tx, orderID, reason string) error {
+	var amount int
+	var status string
+	if err := tx.QueryRow(ctx, `SELECT amount, status FROM charges WHERE order_id = ?`, orderID).Scan(&amount, &status); err != nil {
+		return handlers.Permanent(fmt.Errorf("refund %s: no captured charge: %w", orderID, err))
+	}
+	if status == "refunded" {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `UPDATE charges SET status = 'refunded' WHERE order_id = ?`, orderID); err != nil {
 		return err
 	}
-	return handlers.Emit(ctx, PaymentRefunded{OrderID: e.OrderID, Amount: amount, Reason: e.Reason})
+	return handlers.Emit(ctx, PaymentRefunded{OrderID: orderID, Amount: amount, Reason: reason})
+}
+
+// timedOut undoes the charge of a checkout that missed its deadline
+// (saga.timed_out from the saga tracker; the checkout's saga id is the
+// order id): a captured charge is refunded; a charge not made yet is
+// abandoned, so that a late order.placed charges nothing, and
+// payment.failed cancels the order. Either way the order service cancels
+// the order, as on any refund or failed payment.
+func (s *PaymentService) timedOut(ctx context.Context, tx *outbox.Tx, e saga.Timeout) error {
+	const reason = "checkout timed out"
+	var status string
+	err := tx.QueryRow(ctx, `SELECT status FROM charges WHERE order_id = ?`, e.ID).Scan(&status)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := tx.Exec(ctx, `INSERT INTO charges (order_id, amount, status) VALUES (?, 0, 'abandoned')`, e.ID); err != nil {
+			return err
+		}
+		return handlers.Emit(ctx, PaymentFailed{OrderID: e.ID, Reason: reason})
+	case err != nil:
+		return err
+	case status == "captured":
+		return s.refundCharge(ctx, tx, e.ID, reason)
+	}
+	return nil // refunded or abandoned already
 }
 
 // InventoryService reserves stock.

@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/troupehq/troupe/handlers"
+	"github.com/troupehq/troupe/handlers/dlq"
 	"github.com/troupehq/troupe/outbox"
+	"github.com/troupehq/troupe/saga"
 	"github.com/troupehq/troupe/transport"
 )
 
@@ -31,6 +35,8 @@ type Config struct {
 	// DBURLs maps a service name to its database URL.
 	DBURLs map[string]string
 	// Services lists the services to run here; all four when empty.
+	// TrackerSvc runs the checkout's saga tracker (which runs anyway with
+	// all four), e.g. in a process of its own.
 	Services []string
 	Payment  PaymentConfig
 	// Stock is the inventory's initial stock per sku.
@@ -40,6 +46,10 @@ type Config struct {
 	// OnEvent, when set, is called for every event a service handles
 	// (service, event name, order id): the "line per event" of the demo.
 	OnEvent func(service, event, orderID string)
+	// Tracker configures the checkout's saga tracker, which Start runs
+	// when it runs every service; its database is DBURLs["saga-tracker"],
+	// else saga-tracker.db in DataDir.
+	Tracker saga.TrackerConfig
 }
 
 // Service names.
@@ -48,6 +58,8 @@ const (
 	PaymentSvc   = "payment"
 	InventorySvc = "inventory"
 	NotifySvc    = "notify"
+	// TrackerSvc is the checkout's saga tracker, as a service of its own.
+	TrackerSvc = saga.TrackerService
 )
 
 // Stack is the services of one process, started and stopped together.
@@ -58,12 +70,18 @@ type Stack struct {
 	Inventory *InventoryService
 	Notify    *NotifyService
 
-	dbs     map[string]*outbox.DB
-	routers []*handlers.Router
-	trs     []transport.Transport
-	runCtx  context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// Tracker follows every checkout (nil unless this process runs every
+	// service).
+	Tracker *saga.Tracker
+
+	busURL      string
+	queuePrefix string
+	dbs         map[string]*outbox.DB
+	routers     []*handlers.Router
+	trs         []transport.Transport
+	runCtx      context.Context
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
 	// failed is closed when a router stops before Close; failure says why.
 	failed   chan struct{}
 	failOnce sync.Once
@@ -72,7 +90,8 @@ type Stack struct {
 
 // Start opens the databases, registers every handler and runs the routers;
 // it returns once they all consume. When it runs every service, it checks
-// CheckoutSaga against their handlers and fails if they disagree.
+// CheckoutSaga against their handlers and fails if they disagree, and runs
+// the checkout's saga tracker (Stack.Tracker).
 func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if len(cfg.Services) == 0 {
 		cfg.Services = []string{OrderSvc, PaymentSvc, InventorySvc, NotifySvc}
@@ -80,9 +99,12 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Stack{dbs: map[string]*outbox.DB{}, failed: make(chan struct{})}
+	s := &Stack{dbs: map[string]*outbox.DB{}, failed: make(chan struct{}), busURL: cfg.BusURL, queuePrefix: cfg.QueuePrefix}
 	s.runCtx, s.cancel = context.WithCancel(context.Background())
 	for _, name := range cfg.Services {
+		if name == TrackerSvc {
+			continue // started last, below
+		}
 		if err := s.start(ctx, s.runCtx, cfg, name); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("start %s: %w", name, err)
@@ -92,7 +114,98 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 		s.Close()
 		return nil, err
 	}
+	if runsAll(cfg.Services) || slices.Contains(cfg.Services, TrackerSvc) {
+		if err := s.startTracker(ctx, s.runCtx, cfg); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("start saga tracker: %w", err)
+		}
+	}
 	return s, nil
+}
+
+// runsAll reports whether services has every service of the checkout.
+func runsAll(services []string) bool {
+	for _, svc := range CheckoutSaga.Services() {
+		if !slices.Contains(services, svc) {
+			return false
+		}
+	}
+	return true
+}
+
+// startTracker runs the checkout's saga tracker on its own database.
+func (s *Stack) startTracker(ctx, runCtx context.Context, cfg Config) error {
+	dbURL := cfg.DBURLs[saga.TrackerService]
+	if dbURL == "" {
+		dbURL = "sqlite:" + filepath.Join(cfg.DataDir, saga.TrackerService+".db")
+	}
+	db, err := outbox.Open(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	s.dbs[saga.TrackerService] = db
+	tr, err := transport.Open(cfg.BusURL, transport.WithLogger(cfg.Logger))
+	if err != nil {
+		return err
+	}
+	s.trs = append(s.trs, tr)
+	tc := cfg.Tracker
+	if tc.Exchange == "" {
+		tc.Exchange = cfg.Exchange
+	}
+	if tc.QueuePrefix == "" {
+		tc.QueuePrefix = cfg.QueuePrefix
+	}
+	if tc.Logger == nil {
+		tc.Logger = cfg.Logger
+	}
+	t, err := saga.NewTracker(ctx, &CheckoutSaga, db, tr, tc)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	s.wg.Go(func() {
+		err := t.Run(runCtx)
+		if runCtx.Err() == nil {
+			s.fail(fmt.Errorf("saga tracker stopped: %w", err))
+		}
+		done <- err
+	})
+	select {
+	case <-t.Running():
+		s.Tracker = t
+		return nil
+	case err := <-done:
+		return fmt.Errorf("tracker: %w", err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// SagaHandler serves the tracker's HTTP API (saga.HTTPHandler: GET /sagas,
+// GET /sagas/{id}, POST /sagas/{id}/resume|skip|resolve), resuming through
+// the stack's bus; nil when the stack runs no tracker.
+func (s *Stack) SagaHandler() http.Handler {
+	if s.Tracker == nil {
+		return nil
+	}
+	busURL := s.busURL
+	return saga.HTTPHandler(s.Tracker.Store(), saga.DLQRedriver(func() (dlq.Conn, error) { return dlq.Dial(busURL) }), nil)
+}
+
+// HTTPHandler serves the order API (OrderService.HTTPHandler) when the
+// order service runs here and, with a tracker, the saga API under /sagas.
+func (s *Stack) HTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	if s.Order != nil {
+		mux.Handle("/orders", s.Order.HTTPHandler())
+		mux.Handle("/orders/", s.Order.HTTPHandler())
+	}
+	if h := s.SagaHandler(); h != nil {
+		mux.Handle("/sagas", h)
+		mux.Handle("/sagas/", h)
+	}
+	return mux
 }
 
 func (s *Stack) start(ctx, runCtx context.Context, cfg Config, name string) error {
@@ -110,7 +223,8 @@ func (s *Stack) start(ctx, runCtx context.Context, cfg Config, name string) erro
 		return err
 	}
 	s.trs = append(s.trs, tr)
-	opts := []handlers.Option{handlers.WithDB(db), handlers.WithLogger(cfg.Logger)}
+	// Dead letters are announced, so that the tracker parks their sagas.
+	opts := []handlers.Option{handlers.WithDB(db), handlers.WithLogger(cfg.Logger), handlers.WithDeadLetterEvents()}
 	if cfg.OnEvent != nil {
 		opts = append(opts, handlers.WithObserver(func(_ context.Context, o handlers.Observation) {
 			if o.Outcome == handlers.Handled {

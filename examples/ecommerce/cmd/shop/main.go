@@ -8,7 +8,8 @@
 //	shop payment [flags]     RabbitMQ (-bus amqp://...) and its own database
 //	shop inventory [flags]   (-db: a SQLite path or postgres://...); the order
 //	shop notify [flags]      service serves the API on -addr, the others
-//	                         /healthz on -http
+//	shop saga-tracker [flags] /healthz on -http; the saga tracker, which
+//	                         runs with "all" anyway, serves /sagas too
 //	shop healthcheck URL     exit 0 when URL answers 200 (container checks)
 //
 // Every flag can also be set by an environment variable (see `shop CMD -h`).
@@ -54,12 +55,12 @@ func run(ctx context.Context, args []string, stdout io.Writer, ready chan<- stri
 	switch cmd {
 	case "all":
 		return runAll(ctx, rest, stdout, ready)
-	case shop.OrderSvc, shop.PaymentSvc, shop.InventorySvc, shop.NotifySvc:
+	case shop.OrderSvc, shop.PaymentSvc, shop.InventorySvc, shop.NotifySvc, shop.TrackerSvc:
 		return runService(ctx, cmd, rest, stdout, ready)
 	case "healthcheck":
 		return runHealthcheck(ctx, rest, stdout)
 	}
-	return fmt.Errorf("unknown command %q: want all, order, payment, inventory, notify or healthcheck", cmd)
+	return fmt.Errorf("unknown command %q: want all, order, payment, inventory, notify, saga-tracker or healthcheck", cmd)
 }
 
 // runAll runs the four services in this process.

@@ -92,8 +92,13 @@ func serve(ctx context.Context, name string, o *options, cfg shop.Config, stdout
 		mux.Handle("GET /healthz", healthHandler(s, name))
 		what := "/healthz"
 		if s.Order != nil {
-			mux.Handle("/", s.Order.HTTPHandler())
 			what = "order API (POST /orders, GET /orders/{id}) and /healthz"
+		}
+		if s.Tracker != nil {
+			what += "; sagas (GET /sagas, GET /sagas/{id}, POST /sagas/{id}/resume|skip|resolve)"
+		}
+		if s.Order != nil || s.Tracker != nil {
+			mux.Handle("/", s.HTTPHandler())
 		}
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		fmt.Fprintf(stdout, "%s%s on http://%s; bus %s\n", prefix, what, ln.Addr(), redact(cfg.BusURL))
