@@ -97,8 +97,16 @@ type fault struct {
 }
 
 // world is one simulated system.
+// tb is what the simulator needs of *testing.T and *rapid.T.
+type tb interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+}
+
 type world struct {
-	t        testing.TB
+	t        tb
 	ctx      context.Context
 	db       *outbox.DB
 	clock    *fakeClock
@@ -128,7 +136,7 @@ const (
 	holdIt // deliver late
 )
 
-func newWorld(t testing.TB, dbPath string, faults ...fault) *world {
+func newWorld(t tb, dbPath string, faults ...fault) *world {
 	t.Helper()
 	ctx := context.Background()
 	db, err := outbox.Open(ctx, "sqlite:"+dbPath)
@@ -332,11 +340,15 @@ func (w *world) checkSafety() {
 		if len(committed) > 0 && len(aborted) > 0 {
 			w.t.Fatalf("%s: %v committed and %v aborted", gid, committed, aborted)
 		}
-		if len(committed) > 0 {
-			s, err := w.coord.Show(w.ctx, gid)
-			if err != nil || s.Outcome != twopc.Commit {
-				w.t.Fatalf("%s: %v committed, coordinator says %v (%v)", gid, committed, s.Outcome, err)
-			}
+		s, err := w.coord.Show(w.ctx, gid)
+		if err != nil && !errors.Is(err, twopc.ErrUnknown) {
+			w.t.Fatal(err)
+		}
+		if len(committed) > 0 && s.Outcome != twopc.Commit {
+			w.t.Fatalf("%s: %v committed, coordinator says %v", gid, committed, s.Outcome)
+		}
+		if len(aborted) > 0 && s.Outcome == twopc.Commit {
+			w.t.Fatalf("%s: %v aborted, coordinator committed", gid, aborted)
 		}
 	}
 }
