@@ -348,6 +348,9 @@ func (c *Coordinator) decide(ctx context.Context, t *txn, o Outcome, reason stri
 				return fmt.Errorf("twopc: log vote %s/%s: %w", t.gid, p, err)
 			}
 		}
+		if c.o.onDecide != nil {
+			return c.o.onDecide(ctx, tx, t.gid, o, reason)
+		}
 		return nil
 	})
 	if err != nil {

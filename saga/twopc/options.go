@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/troupehq/troupe/outbox"
 )
 
 // Step names a point in the protocol where a [Hook] runs.
@@ -59,6 +61,7 @@ type options struct {
 	resendInterval time.Duration
 	tickInterval   time.Duration
 	hook           Hook
+	onDecide       DecisionFunc
 }
 
 func newOptions(opts []Option) options {
@@ -111,6 +114,16 @@ func WithTickInterval(d time.Duration) Option {
 
 // WithHook sets a [Hook] run at every [Step].
 func WithHook(h Hook) Option { return optionFunc(func(o *options) { o.hook = h }) }
+
+// DecisionFunc runs inside the transaction that logs a coordinator's
+// decision on gid, so that what the application does about the outcome
+// (settle an order, emit its event through the outbox) commits together
+// with the decision, exactly once. An error fails the decision's logging;
+// it is tried again.
+type DecisionFunc func(ctx context.Context, tx *outbox.Tx, gid string, o Outcome, reason string) error
+
+// WithDecisionTx sets the coordinator's DecisionFunc.
+func WithDecisionTx(f DecisionFunc) Option { return optionFunc(func(o *options) { o.onDecide = f }) }
 
 // Attribute keys of log records.
 const (
