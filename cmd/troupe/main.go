@@ -6,6 +6,7 @@
 //	troupe dlq <list|show|replay> -url URL -queue QUEUE [flags]
 //	troupe graph [-format mermaid|dot] [DECLARATION.saga.json]
 //	troupe saga check [-saga DECLARATION.saga.json] REGISTRY.json...
+//	troupe 2pc <list|show> -db URL [flags]
 //
 // demo runs the bundled broker in process through a checkout choreography
 // (order -> payment -> inventory -> order -> notify, with a retry through a
@@ -14,7 +15,9 @@
 // shows one, and replays one, a group or all to their work queue. graph
 // prints a saga's graph as Mermaid or DOT: the e-commerce checkout's, or
 // that of a JSON declaration file (package saga). saga check checks a
-// declaration against the registry files that the services wrote.
+// declaration against the registry files that the services wrote. 2pc
+// lists and shows the transactions of a two-phase-commit coordinator's log
+// (package saga/twopc).
 package main
 
 import (
@@ -48,6 +51,7 @@ commands:
   dlq     list, show and replay a handler's dead letters
   graph   print a saga's graph (the checkout's by default) as Mermaid or DOT
   saga    check a saga against the services' registry files
+  2pc     list and show a two-phase-commit coordinator's transactions
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -64,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runGraph(args[1:], stdout, stderr)
 	case "saga":
 		return runSaga(args[1:], stdout, stderr)
+	case "2pc":
+		return runTwoPC(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
