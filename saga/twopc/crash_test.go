@@ -45,13 +45,20 @@ var (
 // participant has the coordinator's outcome and nothing is held.
 func TestCrashPoints(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name   string
-		give   []item
-		faults []fault
-		filter func(twopc.Message) action
-		want   twopc.Outcome
-	}{
+	runCrashPoints(t, sqliteURL)
+}
+
+type crashCase struct {
+	name   string
+	give   []item
+	faults []fault
+	filter func(twopc.Message) action
+	want   twopc.Outcome
+}
+
+// crashCases are new each time: the filters count messages.
+func crashCases() []crashCase {
+	return []crashCase{
 		{name: "no fault", give: ok, want: twopc.Commit},
 		{name: "no fault, declined", give: decline, want: twopc.Abort},
 
@@ -85,10 +92,14 @@ func TestCrashPoints(t *testing.T) {
 		{name: "ack lost", give: ok, filter: nth(twopc.KindAck, "payment", 1, dropIt), want: twopc.Commit},
 		{name: "query lost", give: ok, faults: []fault{{"payment", twopc.StepVoting}}, filter: nth(twopc.KindQuery, "payment", 1, dropIt), want: twopc.Commit},
 	}
-	for _, tt := range tests {
+}
+
+// runCrashPoints runs every crash case on a fresh database from newDB.
+func runCrashPoints(t *testing.T, newDB func(testing.TB) string) {
+	for _, tt := range crashCases() {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			w := newWorld(t, newDBPath(t), tt.faults...)
+			w := newWorld(t, newDB(t), tt.faults...)
 			w.filter = tt.filter
 			w.releaseAt = w.clock.Now().Add(voteTimeout + time.Second)
 			w.begin("tx-1", tt.give...)

@@ -28,7 +28,7 @@ func TestRandomInterleavings(t *testing.T) {
 	dir := t.TempDir()
 	var runs atomic.Int64
 	rapid.Check(t, func(rt *rapid.T) {
-		path := filepath.Join(dir, fmt.Sprintf("run-%d.db", runs.Add(1)))
+		path := "sqlite:" + filepath.Join(dir, fmt.Sprintf("run-%d.db", runs.Add(1)))
 		faults := rapid.SliceOfNDistinct(rapid.SampledFrom(crashPoints), 0, 4, func(f fault) fault { return f }).Draw(rt, "crash points")
 		w := newWorld(rt, path, faults...)
 		nodes := append([]string{coordName}, partNames...)

@@ -136,10 +136,10 @@ const (
 	holdIt // deliver late
 )
 
-func newWorld(t tb, dbPath string, faults ...fault) *world {
+func newWorld(t tb, dbURL string, faults ...fault) *world {
 	t.Helper()
 	ctx := context.Background()
-	db, err := outbox.Open(ctx, "sqlite:"+dbPath)
+	db, err := outbox.Open(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +303,7 @@ func (w *world) quiet() bool {
 
 func (w *world) count(q string, args ...any) int {
 	var n int
-	if err := w.db.SQL().QueryRowContext(w.ctx, q, args...).Scan(&n); err != nil {
+	if err := w.db.SQL().QueryRowContext(w.ctx, w.db.Rebind(q), args...).Scan(&n); err != nil {
 		w.t.Fatal(err)
 	}
 	return n
@@ -395,4 +395,4 @@ func (w *world) dump() string {
 	return s
 }
 
-func newDBPath(t testing.TB) string { return filepath.Join(t.TempDir(), "twopc.db") }
+func sqliteURL(t testing.TB) string { return "sqlite:" + filepath.Join(t.TempDir(), "twopc.db") }

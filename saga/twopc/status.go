@@ -73,12 +73,15 @@ func List(ctx context.Context, db *outbox.DB, f ListFilter) ([]Status, error) {
 	if f.Limit == 0 {
 		f.Limit = 100
 	}
-	q := selectStatus + ` WHERE (? = '' OR state = ?)`
+	q, args := selectStatus+` WHERE 1 = 1`, []any{}
+	if f.State != "" {
+		q, args = q+` AND state = ?`, append(args, f.State)
+	}
 	if f.Unfinished {
 		q += ` AND finished_at IS NULL`
 	}
-	q += ` ORDER BY created_at DESC, gid LIMIT ?`
-	rows, err := db.SQL().QueryContext(ctx, db.Rebind(q), f.State, f.State, f.Limit)
+	q, args = q+` ORDER BY created_at DESC, gid LIMIT ?`, append(args, f.Limit)
+	rows, err := db.SQL().QueryContext(ctx, db.Rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("twopc: list: %w", err)
 	}
