@@ -5,6 +5,7 @@ package twopc_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/saga/twopc"
@@ -24,6 +25,7 @@ func TestListPostgres(t *testing.T) {
 	w.begin("tx-no", decline...)
 	w.settle()
 	w.checkSettled()
+	w.clock.Advance(time.Second) // newest first
 	w.begin("tx-open", ok...)
 	ctx := context.Background()
 	tests := []struct {
