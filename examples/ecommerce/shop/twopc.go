@@ -127,11 +127,11 @@ func (s *Stack) startCoordinator(ctx context.Context, cfg Config, node string, d
 	o := &OrderService{db: db, em: r.Emitter()}
 	s.Order = o
 	settle := func(ctx context.Context, tx *outbox.Tx, gid string, out twopc.Outcome, reason string) error {
-		status, event := Confirmed, "twopc.commit"
+		status, event, orderReason := Confirmed, "twopc.commit", ""
 		if out == twopc.Abort {
-			status, event = Cancelled, "twopc.abort"
+			status, event, orderReason = Cancelled, "twopc.abort", reason
 		}
-		res, err := tx.Exec(ctx, `UPDATE orders SET status = ?, reason = ? WHERE id = ? AND status = ?`, status, reason, gid, Pending)
+		res, err := tx.Exec(ctx, `UPDATE orders SET status = ?, reason = ? WHERE id = ? AND status = ?`, status, orderReason, gid, Pending)
 		if err != nil {
 			return err
 		}
