@@ -9,6 +9,7 @@
 //	troupe saga list -db URL [-state STATE]
 //	troupe saga show -db URL ID
 //	troupe saga resume|skip|resolve -db URL [-bus URL] [-by USER] [-note TEXT] ID
+//	troupe 2pc <list|show> -db URL [flags]
 //
 // demo runs the bundled broker in process through a checkout choreography
 // (order -> payment -> inventory -> order -> notify, with a retry through a
@@ -21,6 +22,8 @@
 // list and show read the saga tracker's database (where is every order,
 // what happened to one), and resume, skip and resolve are the operator's
 // actions on a saga parked in state failed.
+// 2pc lists and shows the transactions of a two-phase-commit coordinator's
+// log (package saga/twopc).
 package main
 
 import (
@@ -55,6 +58,7 @@ commands:
   graph   print a saga's graph (the checkout's by default) as Mermaid or DOT
   saga    check a saga against the services' registry files; list, show, resume, skip,
           resolve the instances the saga tracker follows
+  2pc     list and show a two-phase-commit coordinator's transactions
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -71,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runGraph(args[1:], stdout, stderr)
 	case "saga":
 		return runSaga(ctx, args[1:], stdout, stderr)
+	case "2pc":
+		return runTwoPC(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

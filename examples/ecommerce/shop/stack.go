@@ -39,6 +39,8 @@ type Config struct {
 	// all four), e.g. in a process of its own.
 	Services []string
 	Payment  PaymentConfig
+	// Checkout is CheckoutChoreography (the default) or CheckoutTwoPC.
+	Checkout Checkout
 	// Stock is the inventory's initial stock per sku.
 	Stock  map[string]int
 	Retry  *handlers.RetryPolicy
@@ -110,7 +112,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 			return nil, fmt.Errorf("start %s: %w", name, err)
 		}
 	}
-	if err := s.checkSaga(cfg.Services); err != nil {
+	if err := s.checkSaga(cfg.Services); err != nil && cfg.Checkout != CheckoutTwoPC { // 2PC is not the declared saga
 		s.Close()
 		return nil, err
 	}
@@ -237,14 +239,16 @@ func (s *Stack) start(ctx, runCtx context.Context, cfg Config, name string) erro
 	if err != nil {
 		return err
 	}
-	switch name {
-	case OrderSvc:
+	switch {
+	case cfg.Checkout == CheckoutTwoPC && name != NotifySvc:
+		err = s.startTwoPC(ctx, runCtx, cfg, name, db, tr, r)
+	case name == OrderSvc:
 		s.Order, err = NewOrderService(ctx, db, r)
-	case PaymentSvc:
+	case name == PaymentSvc:
 		s.Payment, err = NewPaymentService(ctx, db, r, cfg.Payment)
-	case InventorySvc:
+	case name == InventorySvc:
 		s.Inventory, err = NewInventoryService(ctx, db, r, cfg.Stock)
-	case NotifySvc:
+	case name == NotifySvc:
 		s.Notify, err = NewNotifyService(ctx, db, r, func(ctx context.Context, orderID, kind string) {
 			cfg.Logger.InfoContext(ctx, "notification sent", slog.String("order_id", orderID), slog.String("kind", kind))
 		})
@@ -253,6 +257,9 @@ func (s *Stack) start(ctx, runCtx context.Context, cfg Config, name string) erro
 	}
 	if err != nil {
 		return err
+	}
+	if len(r.Handlers()) == 0 {
+		return nil // a 2PC participant consumes its own queue, not a router's
 	}
 	s.routers = append(s.routers, r)
 	done := make(chan error, 1)

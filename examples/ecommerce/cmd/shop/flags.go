@@ -19,7 +19,7 @@ import (
 // environment variable (envNames), which the command line overrides.
 type options struct {
 	addr, http, data, bus, db, exchange, queuePrefix string
-	declined, stock, logLevel                        string
+	declined, stock, logLevel, checkout              string
 	limit                                            int
 	transient                                        float64
 	seed                                             uint64
@@ -27,6 +27,7 @@ type options struct {
 
 	level slog.Level
 	items map[string]int
+	mode  shop.Checkout
 }
 
 // envNames maps a flag to the environment variable it also reads.
@@ -45,6 +46,7 @@ var envNames = map[string]string{
 	"stock":              "TROUPE_STOCK",
 	"quiet":              "TROUPE_QUIET",
 	"log-level":          "TROUPE_LOG_LEVEL",
+	"checkout":           "TROUPE_CHECKOUT",
 }
 
 // newFlags declares the flags of command cmd ("all" or a service name):
@@ -76,6 +78,9 @@ func newFlags(cmd string) (*flag.FlagSet, *options) {
 	}
 	if all || cmd == shop.InventorySvc {
 		fs.StringVar(&o.stock, "stock", "apple=1000,pear=500,plum=50", "initial stock: sku=quantity,...")
+	}
+	if cmd != "notify" {
+		fs.StringVar(&o.checkout, "checkout", "saga", "checkout mode: saga (choreography with compensation) or 2pc (two-phase commit coordinated by the order service)")
 	}
 	fs.BoolVar(&o.quiet, "quiet", false, "do not print a line per event")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level of stderr: debug, info, warn or error")
@@ -121,6 +126,11 @@ func (o *options) parse(fs *flag.FlagSet, args []string) error {
 		items, err := parseStock(o.stock)
 		errs = append(errs, err)
 		o.items = items
+	}
+	if fs.Lookup("checkout") != nil {
+		mode, err := shop.ParseCheckout(o.checkout)
+		errs = append(errs, err)
+		o.mode = mode
 	}
 	if o.seed == 0 {
 		o.seed = uint64(time.Now().UnixNano())

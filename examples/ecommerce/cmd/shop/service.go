@@ -40,7 +40,7 @@ func runService(ctx context.Context, cmd string, args []string, stdout io.Writer
 func (o *options) stackConfig(services []string) shop.Config {
 	return shop.Config{
 		BusURL: o.bus, Exchange: o.exchange, QueuePrefix: o.queuePrefix, DataDir: o.data,
-		Services: services, Payment: o.payment(), Stock: o.items,
+		Services: services, Payment: o.payment(), Stock: o.items, Checkout: o.mode,
 	}
 }
 

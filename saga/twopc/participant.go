@@ -1,0 +1,389 @@
+package twopc
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/troupehq/troupe/outbox"
+)
+
+// Branch states at a participant.
+const (
+	statePrepared = "prepared"
+	// stateCommitted and stateAborted are shared with the coordinator.
+)
+
+// ErrConflict is a decision that contradicts the branch's durable state
+// (COMMIT of an aborted branch, ABORT of a committed one). The protocol
+// never sends one; a participant logs it and does not acknowledge.
+var ErrConflict = errors.New("twopc: decision conflicts with the branch's state")
+
+// Resource is what a participant prepares, commits and aborts: the typed
+// API of a branch whose payload is P. Each method runs inside the
+// transaction (tx) that records the branch's new state, so the resource's
+// writes and the protocol state commit together.
+//
+// Prepare holds the resource (e.g. authorises a payment, holds stock) and
+// votes: YES promises that Commit will succeed later; NO (or an error)
+// aborts the branch unilaterally, and everything Prepare wrote in tx is
+// rolled back. Commit makes the held resource permanent; Abort releases
+// it. Each is called at most once per branch. Implementations must be safe
+// for concurrent use by different branches.
+type Resource[P any] interface {
+	Prepare(ctx context.Context, tx *outbox.Tx, gid string, p P) (Vote, error)
+	Commit(ctx context.Context, tx *outbox.Tx, gid string, p P) error
+	Abort(ctx context.Context, tx *outbox.Tx, gid string, p P) error
+}
+
+// Participant runs the participant side of the protocol for a Resource:
+// PREPARE durably records the prepared state together with the resource's
+// hold, then votes; COMMIT and ABORT are idempotent and acknowledged; a
+// branch left prepared asks its coordinator for the outcome (at Recover,
+// then every resend interval) and never decides alone. An ABORT for a
+// branch it never saw leaves a record, so that a PREPARE arriving later is
+// answered NO without holding anything.
+//
+// A Participant is safe for concurrent use; its state is in its database
+// only, so a crash loses nothing.
+type Participant[P any] struct {
+	name string
+	db   *outbox.DB
+	res  Resource[P]
+	send Sender
+	o    options
+
+	mu      sync.Mutex
+	queried map[string]time.Time // gid -> last outcome query
+}
+
+// NewParticipant returns the participant called name (its address on the
+// bus) for res, keeping its branches in db and answering with send. It
+// migrates the tables of package twopc.
+func NewParticipant[P any](ctx context.Context, name string, db *outbox.DB, res Resource[P], send Sender, opts ...Option) (*Participant[P], error) {
+	if name == "" || db == nil || res == nil || send == nil {
+		return nil, errors.New("twopc: participant needs a name, a database, a resource and a sender")
+	}
+	if err := Migrate(ctx, db); err != nil {
+		return nil, err
+	}
+	return &Participant[P]{name: name, db: db, res: res, send: send, o: newOptions(opts), queried: map[string]time.Time{}}, nil
+}
+
+// Name returns the participant's address.
+func (p *Participant[P]) Name() string { return p.name }
+
+// Deliver handles PREPARE and the decision. An error means the message
+// should be delivered again (nothing was decided by it that a redelivery
+// would repeat). Safe for concurrent use.
+func (p *Participant[P]) Deliver(ctx context.Context, m Message) error {
+	if err := m.Validate(); err != nil {
+		p.o.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: dropped bad message", slog.String(logNode, p.name), slog.Any("error", err))
+		return nil
+	}
+	switch m.Kind {
+	case KindPrepare:
+		return p.prepare(ctx, m)
+	case KindDecision:
+		return p.apply(ctx, m)
+	}
+	return nil
+}
+
+// errVoteNo rolls back what a resource wrote while voting NO.
+var errVoteNo = errors.New("twopc: vote no")
+
+func (p *Participant[P]) prepare(ctx context.Context, m Message) (err error) {
+	ctx, span := tracer.Start(contextOf(ctx, m.Trace), "twopc prepare "+p.name)
+	span.SetAttributes(attribute.String(attrGID, m.GID), attribute.String(attrParticipant, p.name))
+	defer func() { endSpan(span, err) }()
+	payload := string(m.Payload)
+	if payload == "" {
+		payload = "null"
+	}
+	now := p.o.clock.Now().UnixNano()
+	vote, reason := Yes, ""
+	err = p.db.InTx(ctx, func(tx *outbox.Tx) error {
+		res, err := tx.Exec(ctx, `INSERT INTO troupe_twopc_participant
+			(participant, gid, coordinator, state, payload, trace, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (participant, gid) DO NOTHING`,
+			p.name, m.GID, m.From, statePrepared, payload, encodeTrace(m.Trace), now, now)
+		if err != nil {
+			return fmt.Errorf("twopc: record prepare %s: %w", m.GID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			// A duplicate PREPARE, or one after the decision: answer with
+			// what is recorded.
+			if err != nil {
+				return err
+			}
+			state, r, _, err := p.state(ctx, tx, m.GID)
+			if err != nil {
+				return err
+			}
+			vote, reason = Yes, r
+			if state == stateAborted {
+				vote = No
+			}
+			return nil
+		}
+		var v P
+		if err := json.Unmarshal([]byte(payload), &v); err != nil {
+			vote, reason = No, "bad payload: "+err.Error()
+			return errVoteNo
+		}
+		vote, err = p.res.Prepare(ctx, tx, m.GID, v)
+		switch {
+		case err != nil:
+			vote, reason = No, err.Error()
+			return errVoteNo
+		case vote != Yes:
+			vote, reason = No, "resource voted no"
+			return errVoteNo
+		}
+		return p.o.hook(ctx, StepPreparing, m.GID)
+	})
+	if errors.Is(err, errVoteNo) {
+		vote, reason, err = p.recordNo(ctx, m, payload, reason)
+	}
+	if err != nil {
+		return err
+	}
+	if err := p.o.hook(ctx, StepVoting, m.GID); err != nil {
+		return err
+	}
+	span.SetAttributes(attribute.String("twopc.vote", vote.String()))
+	if err := p.send.Send(ctx, Message{Kind: KindVote, GID: m.GID, From: p.name, To: m.From, Vote: vote, Reason: reason, Trace: m.Trace}); err != nil {
+		return fmt.Errorf("twopc: send vote %s: %w", m.GID, err)
+	}
+	return p.o.hook(ctx, StepVoted, m.GID)
+}
+
+// recordNo records a branch aborted by its own NO vote. A concurrent
+// duplicate PREPARE may have recorded the branch first: its state wins.
+func (p *Participant[P]) recordNo(ctx context.Context, m Message, payload, reason string) (Vote, string, error) {
+	vote := No
+	now := p.o.clock.Now().UnixNano()
+	err := p.db.InTx(ctx, func(tx *outbox.Tx) error {
+		res, err := tx.Exec(ctx, `INSERT INTO troupe_twopc_participant
+			(participant, gid, coordinator, state, payload, reason, trace, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (participant, gid) DO NOTHING`,
+			p.name, m.GID, m.From, stateAborted, payload, reason, encodeTrace(m.Trace), now, now)
+		if err != nil {
+			return fmt.Errorf("twopc: record no %s: %w", m.GID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		state, r, _, err := p.state(ctx, tx, m.GID)
+		if err != nil {
+			return err
+		}
+		if state != stateAborted {
+			vote = Yes
+		}
+		reason = r
+		return nil
+	})
+	return vote, reason, err
+}
+
+// state reads a branch's state, reason and payload in tx, locking its row
+// on PostgreSQL (SQLite transactions here are serialized at BEGIN).
+func (p *Participant[P]) state(ctx context.Context, tx *outbox.Tx, gid string) (state, reason, payload string, err error) {
+	q := `SELECT state, reason, payload FROM troupe_twopc_participant WHERE participant = ? AND gid = ?`
+	if p.db.Dialect() == outbox.Postgres {
+		q += ` FOR UPDATE`
+	}
+	err = tx.QueryRow(ctx, q, p.name, gid).Scan(&state, &reason, &payload)
+	if err != nil {
+		return "", "", "", fmt.Errorf("twopc: branch %s: %w", gid, err)
+	}
+	return state, reason, payload, nil
+}
+
+// apply applies a decision once and acknowledges it every time.
+func (p *Participant[P]) apply(ctx context.Context, m Message) (err error) {
+	ctx, span := tracer.Start(contextOf(ctx, m.Trace), "twopc "+m.Outcome.String()+" "+p.name)
+	span.SetAttributes(attribute.String(attrGID, m.GID), attribute.String(attrParticipant, p.name))
+	defer func() { endSpan(span, err) }()
+	err = p.db.InTx(ctx, func(tx *outbox.Tx) error {
+		state, _, payload, err := p.state(ctx, tx, m.GID)
+		if errors.Is(err, sql.ErrNoRows) && m.Outcome == Abort {
+			// ABORT before PREPARE (PREPARE lost or late): remember it, so
+			// a late PREPARE is answered NO.
+			now := p.o.clock.Now().UnixNano()
+			_, err = tx.Exec(ctx, `INSERT INTO troupe_twopc_participant
+				(participant, gid, coordinator, state, payload, reason, created_at, updated_at)
+				VALUES (?, ?, ?, ?, 'null', 'aborted before prepare', ?, ?)`, p.name, m.GID, m.From, stateAborted, now, now)
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		want := stateCommitted
+		if m.Outcome == Abort {
+			want = stateAborted
+		}
+		switch state {
+		case want:
+			return nil // a duplicate decision
+		case statePrepared:
+		default:
+			return fmt.Errorf("%w: %s is %s, told %s", ErrConflict, m.GID, state, m.Outcome)
+		}
+		var v P
+		if err := json.Unmarshal([]byte(payload), &v); err != nil {
+			return fmt.Errorf("twopc: payload of %s: %w", m.GID, err)
+		}
+		if m.Outcome == Commit {
+			err = p.res.Commit(ctx, tx, m.GID, v)
+		} else {
+			err = p.res.Abort(ctx, tx, m.GID, v)
+		}
+		if err != nil {
+			return fmt.Errorf("twopc: %s %s: %w", m.Outcome, m.GID, err)
+		}
+		_, err = tx.Exec(ctx, `UPDATE troupe_twopc_participant SET state = ?, updated_at = ? WHERE participant = ? AND gid = ?`,
+			want, p.o.clock.Now().UnixNano(), p.name, m.GID)
+		return err
+	})
+	switch {
+	case errors.Is(err, ErrConflict), errors.Is(err, sql.ErrNoRows):
+		// COMMIT of a branch never prepared, or a contradiction: never
+		// apply it, never acknowledge it.
+		p.o.logger.LogAttrs(ctx, slog.LevelError, "twopc: refused decision", slog.String(logNode, p.name),
+			slog.String(logGID, m.GID), slog.Any("error", err))
+		return nil
+	case err != nil:
+		return err
+	}
+	p.mu.Lock()
+	delete(p.queried, m.GID)
+	p.mu.Unlock()
+	if err := p.o.hook(ctx, StepApplied, m.GID); err != nil {
+		return err
+	}
+	if err := p.send.Send(ctx, Message{Kind: KindAck, GID: m.GID, From: p.name, To: m.From, Trace: m.Trace}); err != nil {
+		return fmt.Errorf("twopc: send ack %s: %w", m.GID, err)
+	}
+	return nil
+}
+
+// Recover asks the coordinator for the outcome of every branch left
+// prepared. Call it once at start-up; Run does.
+func (p *Participant[P]) Recover(ctx context.Context) error {
+	return p.query(ctx, time.Time{})
+}
+
+// Tick asks again about the branches prepared longer than the resend
+// interval whose outcome is still unknown. Safe for concurrent use.
+func (p *Participant[P]) Tick(ctx context.Context) error {
+	return p.query(ctx, p.o.clock.Now().Add(-p.o.resendInterval))
+}
+
+// query asks about the prepared branches last touched (or asked about)
+// before cutoff; all of them with a zero cutoff.
+func (p *Participant[P]) query(ctx context.Context, cutoff time.Time) error {
+	branches, err := p.prepared(ctx)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	for gid := range p.queried {
+		if _, ok := branches[gid]; !ok {
+			delete(p.queried, gid)
+		}
+	}
+	var due []Message
+	for gid, b := range branches {
+		last := b.updated
+		if q := p.queried[gid]; q.After(last) {
+			last = q
+		}
+		if cutoff.IsZero() || !last.After(cutoff) {
+			p.queried[gid] = p.o.clock.Now()
+			due = append(due, Message{Kind: KindQuery, GID: gid, From: p.name, To: b.coordinator, Trace: b.trace})
+		}
+	}
+	p.mu.Unlock()
+	var errs []error
+	for _, m := range due {
+		if err := p.send.Send(ctx, m); err != nil {
+			errs = append(errs, fmt.Errorf("twopc: query %s: %w", m.GID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type preparedBranch struct {
+	coordinator string
+	updated     time.Time
+	trace       map[string]string
+}
+
+func (p *Participant[P]) prepared(ctx context.Context) (map[string]preparedBranch, error) {
+	rows, err := p.db.SQL().QueryContext(ctx, p.db.Rebind(`SELECT gid, coordinator, updated_at, trace FROM troupe_twopc_participant
+		WHERE participant = ? AND state = ?`), p.name, statePrepared)
+	if err != nil {
+		return nil, fmt.Errorf("twopc: prepared branches: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]preparedBranch{}
+	for rows.Next() {
+		var gid, trace string
+		var b preparedBranch
+		var updated int64
+		if err := rows.Scan(&gid, &b.coordinator, &updated, &trace); err != nil {
+			return nil, fmt.Errorf("twopc: prepared branches: %w", err)
+		}
+		b.updated, b.trace = time.Unix(0, updated), decodeTrace(trace)
+		out[gid] = b
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("twopc: prepared branches: %w", err)
+	}
+	return out, nil
+}
+
+// BranchState returns the state of branch gid at this participant:
+// "prepared", "committed" or "aborted"; "" when it has no record.
+func (p *Participant[P]) BranchState(ctx context.Context, gid string) (string, error) {
+	var state string
+	err := p.db.SQL().QueryRowContext(ctx, p.db.Rebind(`SELECT state FROM troupe_twopc_participant WHERE participant = ? AND gid = ?`),
+		p.name, gid).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("twopc: branch %s: %w", gid, err)
+	}
+	return state, nil
+}
+
+// Run asks about the branches left prepared, then again every tick
+// interval, until ctx ends; it returns ctx's error.
+func (p *Participant[P]) Run(ctx context.Context) error {
+	if err := p.Recover(ctx); err != nil {
+		p.o.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: recover", slog.String(logNode, p.name), slog.Any("error", err))
+	}
+	tk := time.NewTicker(p.o.tickInterval)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tk.C:
+			if err := p.Tick(ctx); err != nil {
+				p.o.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: tick", slog.String(logNode, p.name), slog.Any("error", err))
+			}
+		}
+	}
+}

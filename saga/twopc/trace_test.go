@@ -1,0 +1,114 @@
+package twopc_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/troupehq/troupe/internal/testutil"
+	"github.com/troupehq/troupe/outbox"
+	"github.com/troupehq/troupe/saga/twopc"
+	"github.com/troupehq/troupe/transport"
+)
+
+// busNodes runs a coordinator and the two participants on a private
+// bundled broker, each with its own SQLite database.
+func busNodes(t *testing.T, name string) *twopc.Coordinator {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tr, err := transport.Open("mem://" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus, err := twopc.NewBus(tr, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Declare(ctx, append([]string{coordName}, partNames...)...); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		tr.Close()
+	})
+	open := func(node string) *outbox.DB {
+		db, err := outbox.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), node+".db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	opts := []twopc.Option{twopc.WithTickInterval(10 * time.Millisecond)}
+	for _, n := range partNames {
+		db := open(n)
+		if _, err := db.SQL().ExecContext(ctx, `CREATE TABLE test_holds (participant TEXT, gid TEXT, amount INTEGER, state TEXT, PRIMARY KEY (participant, gid))`); err != nil {
+			t.Fatal(err)
+		}
+		p, err := twopc.NewParticipant(ctx, n, db, twopc.Resource[item](holds{n}), bus, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() { _ = bus.Serve(ctx, n, p, 2) })
+		wg.Go(func() { _ = p.Run(ctx) })
+	}
+	c, err := twopc.NewCoordinator(ctx, coordName, open(coordName), bus, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Go(func() { _ = bus.Serve(ctx, coordName, c, 2) })
+	wg.Go(func() { _ = c.Run(ctx) })
+	return c
+}
+
+// TestOneTrace: every span of a transaction, at the coordinator and at
+// both participants, is in the trace Begin was called in.
+func TestOneTrace(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+
+	c := busNodes(t, "twopc-trace")
+	ctx, root := tp.Tracer("test").Start(context.Background(), "checkout")
+	var bs []twopc.Branch
+	for _, n := range partNames {
+		b, err := twopc.NewBranch(n, item{Amount: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, b)
+	}
+	if err := c.Begin(ctx, "traced", bs); err != nil {
+		t.Fatal(err)
+	}
+	root.End()
+	want := []string{"twopc begin", "twopc commit inventory", "twopc commit payment", "twopc decide commit",
+		"twopc prepare inventory", "twopc prepare payment", "twopc vote yes", "twopc vote yes"}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		var names []string
+		for _, s := range rec.Ended() {
+			if s.SpanContext().TraceID() != root.SpanContext().TraceID() || s.Name() == "checkout" {
+				continue
+			}
+			names = append(names, s.Name())
+		}
+		slices.Sort(names)
+		if !slices.Equal(names, want) {
+			return fmt.Errorf("spans in the trace %v, want %v", names, want)
+		}
+		return nil
+	})
+}
