@@ -12,23 +12,33 @@
 //
 // Every message is 1 KiB, carries its publish time, and counts once it is
 // consumed and acked; throughput is messages over wall time, latency is
-// publish-to-receive. Run it with the servers up:
+// publish-to-receive. The in-process pair runs once unrecorded first, so
+// that neither measured run pays for growing the process's heap, and each
+// run starts after a garbage collection. Each row reports the CPU time the
+// process spent per message (user + system; the client side only, for
+// RabbitMQ). With -rounds N the whole sequence runs N times, interleaved,
+// and each row is its median round by throughput: the machine is shared,
+// and interleaving spreads its noise over both sides of a comparison. Run
+// it with the servers up:
 //
 //	scripts/with-servers.sh go run ./internal/cmd/transportbench -n 20000
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -50,9 +60,21 @@ type result struct {
 	n        int
 	elapsed  time.Duration
 	p50, p99 time.Duration
+	cpu      time.Duration // user + system time of the process during the run
+}
+
+// cpuTime is the process's user + system time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (r result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
+
+func (r result) cpuPerMsg() float64 { return float64(r.cpu.Microseconds()) / float64(r.n) }
 
 func main() {
 	n := flag.Int("n", 20000, "messages per in-process run")
@@ -60,7 +82,12 @@ func main() {
 	pubs := flag.Int("publishers", 16, "concurrent publishing goroutines (one message per Publish call)")
 	only := flag.String("only", "", "comma-separated subset of runs (inproc,gochannel,troupe-amqp,watermill-amqp,raw-amqp091)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	rounds := flag.Int("rounds", 1, "run the whole sequence this many times, interleaved; rows report the median round")
 	flag.Parse()
+	if *n <= 0 || *nAMQP <= 0 || *pubs <= 0 || *rounds <= 0 {
+		fmt.Fprintln(os.Stderr, "-n, -n-amqp, -publishers and -rounds must be positive")
+		os.Exit(2)
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -81,36 +108,84 @@ func main() {
 		if !want(name) {
 			return
 		}
-		fmt.Fprintf(os.Stderr, "%-15s %-32s %d messages ... ", name, variant, count)
+		fmt.Fprintf(os.Stderr, "%-15s %-40s %d messages ... ", name, variant, count)
+		runtime.GC()
+		cpu0 := cpuTime()
 		r, err := f(count)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "FAILED: %v\n", err)
 			os.Exit(1)
 		}
+		r.cpu = cpuTime() - cpu0
 		r.name, r.variant = name, variant
-		fmt.Fprintf(os.Stderr, "%.0f msg/s, p50 %v, p99 %v\n", r.rate(), r.p50, r.p99)
+		fmt.Fprintf(os.Stderr, "%.0f msg/s, p50 %v, p99 %v, CPU %.1f µs/msg\n", r.rate(), r.p50, r.p99, r.cpuPerMsg())
 		results = append(results, r)
 	}
-	for _, persistent := range []bool{false, true} {
-		mode := modeName(persistent)
-		run("inproc", mode, *n, func(c int) (result, error) { return benchTransport("mem://bench", persistent, *pubs, 1, c) })
-		run("gochannel", mode, *n, func(c int) (result, error) { return benchGoChannel(persistent, *pubs, c) })
-		if amqpURL == "" {
-			continue
+	if want("inproc") || want("gochannel") {
+		fmt.Fprintln(os.Stderr, "warm-up (not recorded)")
+		for _, persistent := range []bool{false, true} {
+			if _, err := benchTransport("mem://bench", persistent, *pubs, 1, *n); err != nil {
+				fmt.Fprintf(os.Stderr, "warm-up: %v\n", err)
+				os.Exit(1)
+			}
+			if _, err := benchGoChannel(persistent, *pubs, *n); err != nil {
+				fmt.Fprintf(os.Stderr, "warm-up: %v\n", err)
+				os.Exit(1)
+			}
 		}
-		run("troupe-amqp", mode, *nAMQP, func(c int) (result, error) { return benchTransport(amqpURL, persistent, *pubs, 1, c) })
-		run("troupe-amqp", mode+", batches of 100", *nAMQP, func(c int) (result, error) { return benchTransport(amqpURL, persistent, 1, 100, c) })
-		run("watermill-amqp", mode, *nAMQP, func(c int) (result, error) { return benchWatermillAMQP(amqpURL, persistent, *pubs, c) })
-		run("raw-amqp091", mode+", 1 publisher", *nAMQP, func(c int) (result, error) { return benchRaw(amqpURL, persistent, c) })
-		run("troupe-amqp", mode+", publish only", *nAMQP, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, *pubs, 1, c) })
-		run("troupe-amqp", mode+", publish only, batches of 100", *nAMQP, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, 1, 100, c) })
-		run("troupe-amqp", mode+", publish only, 16 x batches of 64", *nAMQP, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, 16, 64, c) })
-		run("raw-amqp091", mode+", publish only", *nAMQP, func(c int) (result, error) { return publishOnlyRaw(amqpURL, persistent, c) })
+	}
+	for round := range *rounds {
+		if *rounds > 1 {
+			fmt.Fprintf(os.Stderr, "round %d of %d\n", round+1, *rounds)
+		}
+		runAll(run, amqpURL, *n, *nAMQP, *pubs)
 	}
 	if amqpURL == "" {
 		fmt.Fprintf(os.Stderr, "%s not set: RabbitMQ runs skipped (use scripts/with-servers.sh)\n", testutil.AMQPURLEnv)
 	}
-	printTable(os.Stdout, results, *pubs)
+	printTable(os.Stdout, medians(results), *pubs, *rounds)
+}
+
+// runAll runs every measurement once.
+func runAll(run func(name, variant string, count int, f func(int) (result, error)), amqpURL string, n, nAMQP, pubs int) {
+	for _, persistent := range []bool{false, true} {
+		mode := modeName(persistent)
+		run("inproc", mode, n, func(c int) (result, error) { return benchTransport("mem://bench", persistent, pubs, 1, c) })
+		run("gochannel", mode, n, func(c int) (result, error) { return benchGoChannel(persistent, pubs, c) })
+		if amqpURL == "" {
+			continue
+		}
+		run("troupe-amqp", mode, nAMQP, func(c int) (result, error) { return benchTransport(amqpURL, persistent, pubs, 1, c) })
+		run("troupe-amqp", mode+", batches of 100", nAMQP, func(c int) (result, error) { return benchTransport(amqpURL, persistent, 1, 100, c) })
+		run("watermill-amqp", mode, nAMQP, func(c int) (result, error) { return benchWatermillAMQP(amqpURL, persistent, pubs, c) })
+		run("raw-amqp091", mode+", 1 publisher", nAMQP, func(c int) (result, error) { return benchRaw(amqpURL, persistent, c) })
+		run("troupe-amqp", mode+", publish only", nAMQP, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, pubs, 1, c) })
+		run("troupe-amqp", mode+", publish only, batches of 100", nAMQP, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, 1, 100, c) })
+		run("troupe-amqp", mode+", publish only, 16 x batches of 64", nAMQP, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, 16, 64, c) })
+		run("raw-amqp091", mode+", publish only", nAMQP, func(c int) (result, error) { return publishOnlyRaw(amqpURL, persistent, c) })
+	}
+}
+
+// medians keeps, for every row, its median round by throughput, in the
+// order the rows first ran.
+func medians(rs []result) []result {
+	type key struct{ name, variant string }
+	var order []key
+	byKey := map[key][]result{}
+	for _, r := range rs {
+		k := key{r.name, r.variant}
+		if _, ok := byKey[k]; !ok {
+			order = append(order, k)
+		}
+		byKey[k] = append(byKey[k], r)
+	}
+	out := make([]result, 0, len(order))
+	for _, k := range order {
+		runs := byKey[k]
+		slices.SortFunc(runs, func(a, b result) int { return cmp.Compare(a.rate(), b.rate()) })
+		out = append(out, runs[len(runs)/2])
+	}
+	return out
 }
 
 func modeName(persistent bool) string {
@@ -447,16 +522,20 @@ func deleteQueue(url string, names ...string) {
 	}
 }
 
-func printTable(w io.Writer, rs []result, pubs int) {
-	fmt.Fprintf(w, "\n1 KiB messages, publish -> consume -> ack, %d publishing goroutines unless noted; one subscription.\n\n", pubs)
-	fmt.Fprintln(w, "| transport | mode | messages | msg/s | p50 | p99 |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|")
+func printTable(w io.Writer, rs []result, pubs, rounds int) {
+	fmt.Fprintf(w, "\n1 KiB messages, publish -> consume -> ack, %d publishing goroutines unless noted; one subscription", pubs)
+	if rounds > 1 {
+		fmt.Fprintf(w, "; median of %d interleaved rounds", rounds)
+	}
+	fmt.Fprint(w, ".\n\n")
+	fmt.Fprintln(w, "| transport | mode | messages | msg/s | p50 | p99 | CPU µs/msg |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|")
 	for _, r := range rs {
 		p50, p99 := "-", "-"
 		if r.p50 > 0 {
 			p50, p99 = r.p50.Round(time.Microsecond).String(), r.p99.Round(time.Microsecond).String()
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s |\n", r.name, r.variant, r.n, r.rate(), p50, p99)
+		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s | %.1f |\n", r.name, r.variant, r.n, r.rate(), p50, p99, r.cpuPerMsg())
 	}
 	rate := func(name, variant string) float64 {
 		for _, r := range rs {
