@@ -8,7 +8,10 @@
 //   - watermill-amqp: watermill-amqp's NewDurablePubSubConfig (publisher and
 //     subscriber) on RabbitMQ, with confirms on;
 //   - raw-amqp091: a plain amqp091-go client publishing with pipelined
-//     confirms (a window of outstanding confirms) and consuming with acks.
+//     confirms (a window of outstanding confirms) and consuming with acks;
+//     it sends what the transport sends (the same properties and headers)
+//     through the same exchange and binding, so that RabbitMQ does the same
+//     work for both.
 //
 // Every message is 1 KiB, carries its publish time, and counts once it is
 // consumed and acked; throughput is messages over wall time, latency is
@@ -50,6 +53,7 @@ import (
 	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/transport/bus"
+	"github.com/troupehq/troupe/transport/envelope"
 )
 
 const bodySize = 1024
@@ -82,6 +86,7 @@ func main() {
 	pubs := flag.Int("publishers", 16, "concurrent publishing goroutines (one message per Publish call)")
 	only := flag.String("only", "", "comma-separated subset of runs (inproc,gochannel,troupe-amqp,watermill-amqp,raw-amqp091)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	match := flag.String("match", "", "run only the rows whose mode contains this text (e.g. \"publish only\")")
 	rounds := flag.Int("rounds", 1, "run the whole sequence this many times, interleaved; rows report the median round")
 	flag.Parse()
 	if *n <= 0 || *nAMQP <= 0 || *pubs <= 0 || *rounds <= 0 {
@@ -105,7 +110,7 @@ func main() {
 
 	var results []result
 	run := func(name, variant string, count int, f func(int) (result, error)) {
-		if !want(name) {
+		if !want(name) || !strings.Contains(variant, *match) {
 			return
 		}
 		fmt.Fprintf(os.Stderr, "%-15s %-40s %d messages ... ", name, variant, count)
@@ -360,8 +365,16 @@ func benchWatermillAMQP(url string, persistent bool, pubs, n int) (result, error
 }
 
 // benchRaw is the plain amqp091-go baseline: one publisher goroutine with
-// up to 1,000 unconfirmed messages in flight, one consumer acking each.
+// up to 1,000 unconfirmed messages in flight, one consumer acking each. It
+// sends the same messages as the transport (rawPublishing) through the
+// same exchange and binding (declareBench).
 func benchRaw(url string, persistent bool, n int) (result, error) {
+	topic := "bench.raw." + watermill.NewShortUUID()
+	queue, cleanup, err := declareBench(url, topic)
+	if err != nil {
+		return result{}, err
+	}
+	defer cleanup()
 	conn, err := amqp091.Dial(url)
 	if err != nil {
 		return result{}, err
@@ -375,17 +388,13 @@ func benchRaw(url string, persistent bool, n int) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	q, err := pch.QueueDeclare("bench.raw."+watermill.NewShortUUID(), true, true, false, false, nil)
-	if err != nil {
-		return result{}, err
-	}
 	if err := pch.Confirm(false); err != nil {
 		return result{}, err
 	}
 	if err := cch.Qos(256, 0, false); err != nil {
 		return result{}, err
 	}
-	deliveries, err := cch.Consume(q.Name, "", false, false, false, false, nil)
+	deliveries, err := cch.Consume(queue, "", false, false, false, false, nil)
 	if err != nil {
 		return result{}, err
 	}
@@ -396,33 +405,8 @@ func benchRaw(url string, persistent bool, n int) (result, error) {
 			_ = d.Ack(false)
 		}
 	}()
-	mode := amqp091.Transient
-	if persistent {
-		mode = amqp091.Persistent
-	}
 	start := time.Now()
-	window := make(chan *amqp091.DeferredConfirmation, 1000)
-	errs := make(chan error, 1)
-	go func() {
-		for dc := range window {
-			if !dc.Wait() {
-				errs <- fmt.Errorf("nack for %d", dc.DeliveryTag)
-				return
-			}
-		}
-		errs <- nil
-	}()
-	for range n {
-		m := stamp()
-		dc, err := pch.PublishWithDeferredConfirmWithContext(context.Background(), "", q.Name, false, false,
-			amqp091.Publishing{DeliveryMode: mode, Body: m.Payload})
-		if err != nil {
-			return result{}, err
-		}
-		window <- dc
-	}
-	close(window)
-	if err := <-errs; err != nil {
+	if err := publishRaw(pch, topic, persistent, n); err != nil {
 		return result{}, err
 	}
 	if err := c.wait(2 * time.Minute); err != nil {
@@ -431,23 +415,86 @@ func benchRaw(url string, persistent bool, n int) (result, error) {
 	return c.result(n, time.Since(start)), nil
 }
 
+// declareBench declares the topology a Troupe subscriber of group "bench"
+// declares for topic (its queue, bound to the bus exchange, and the
+// queue's dead-letter queue) and returns the queue's name and a function
+// that deletes the queues.
+func declareBench(url, topic string) (string, func(), error) {
+	tr, err := transport.Open(url)
+	if err != nil {
+		return "", nil, err
+	}
+	defer tr.Close()
+	sub, err := tr.NewSubscriber(bus.SubscriberConfig{Group: "bench"})
+	if err != nil {
+		return "", nil, err
+	}
+	if err := sub.(message.SubscribeInitializer).SubscribeInitialize(topic); err != nil {
+		return "", nil, err
+	}
+	queue := bus.WorkQueue("bench", topic)
+	return queue, func() { deleteQueue(url, queue, bus.DeadLetterQueue(queue)) }, nil
+}
+
+// rawPublishing is what the transport sends for m: the same properties
+// and headers (the watermill UUID as message-id and header).
+func rawPublishing(m *message.Message, persistent bool) amqp091.Publishing {
+	mode := amqp091.Transient
+	if persistent {
+		mode = amqp091.Persistent
+	}
+	return amqp091.Publishing{
+		Headers:      amqp091.Table(envelope.Headers(m)),
+		DeliveryMode: mode,
+		MessageId:    m.UUID,
+		Body:         m.Payload,
+	}
+}
+
+// publishRaw publishes n stamped messages to the bus exchange from one
+// goroutine, with up to 1,000 unconfirmed messages in flight.
+func publishRaw(ch *amqp091.Channel, topic string, persistent bool, n int) error {
+	window := make(chan *amqp091.DeferredConfirmation, 1000)
+	errs := make(chan error, 1)
+	go func() {
+		for dc := range window {
+			if !dc.Wait() {
+				errs <- fmt.Errorf("nack for %d", dc.DeliveryTag)
+				for range window {
+				}
+				return
+			}
+		}
+		errs <- nil
+	}()
+	for range n {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), bus.DefaultExchange, topic, false, false,
+			rawPublishing(stamp(), persistent))
+		if err != nil {
+			close(window)
+			<-errs
+			return err
+		}
+		window <- dc
+	}
+	close(window)
+	return <-errs
+}
+
 // publishOnlyTransport times publishing n messages with confirms into a
 // queue nobody consumes (the queue is declared, then deleted).
 func publishOnlyTransport(url string, persistent bool, pubs, batch, n int) (result, error) {
+	topic := "bench.po." + watermill.NewShortUUID()
+	_, cleanup, err := declareBench(url, topic)
+	if err != nil {
+		return result{}, err
+	}
+	defer cleanup()
 	tr, err := transport.Open(url)
 	if err != nil {
 		return result{}, err
 	}
 	defer tr.Close()
-	topic := "bench.po." + watermill.NewShortUUID()
-	sub, err := tr.NewSubscriber(bus.SubscriberConfig{Group: "bench"})
-	if err != nil {
-		return result{}, err
-	}
-	if err := sub.(message.SubscribeInitializer).SubscribeInitialize(topic); err != nil {
-		return result{}, err
-	}
-	defer deleteQueue(url, "bench."+topic, "bench."+topic+".dlq")
 	pub, err := tr.NewPublisher(bus.PublisherConfig{Transient: !persistent})
 	if err != nil {
 		return result{}, err
@@ -460,8 +507,15 @@ func publishOnlyTransport(url string, persistent bool, pubs, batch, n int) (resu
 }
 
 // publishOnlyRaw is the amqp091-go baseline: one goroutine, up to 1,000
-// unconfirmed messages in flight, into a queue nobody consumes.
+// unconfirmed messages in flight, the transport's messages and topology,
+// into a queue nobody consumes.
 func publishOnlyRaw(url string, persistent bool, n int) (result, error) {
+	topic := "bench.raw.po." + watermill.NewShortUUID()
+	_, cleanup, err := declareBench(url, topic)
+	if err != nil {
+		return result{}, err
+	}
+	defer cleanup()
 	conn, err := amqp091.Dial(url)
 	if err != nil {
 		return result{}, err
@@ -471,39 +525,11 @@ func publishOnlyRaw(url string, persistent bool, n int) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	q, err := ch.QueueDeclare("bench.raw.po."+watermill.NewShortUUID(), true, true, false, false, nil)
-	if err != nil {
-		return result{}, err
-	}
 	if err := ch.Confirm(false); err != nil {
 		return result{}, err
 	}
-	mode := amqp091.Transient
-	if persistent {
-		mode = amqp091.Persistent
-	}
-	window := make(chan *amqp091.DeferredConfirmation, 1000)
-	errs := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		for dc := range window {
-			if !dc.Wait() {
-				errs <- fmt.Errorf("nack for %d", dc.DeliveryTag)
-				return
-			}
-		}
-		errs <- nil
-	}()
-	for range n {
-		dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "", q.Name, false, false,
-			amqp091.Publishing{DeliveryMode: mode, Body: stamp().Payload})
-		if err != nil {
-			return result{}, err
-		}
-		window <- dc
-	}
-	close(window)
-	if err := <-errs; err != nil {
+	if err := publishRaw(ch, topic, persistent, n); err != nil {
 		return result{}, err
 	}
 	return result{n: n, elapsed: time.Since(start)}, nil
