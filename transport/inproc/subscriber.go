@@ -178,8 +178,7 @@ func (sub *subscription) consume(ctx context.Context, ch *broker.Channel, c *bro
 	defer func() {
 		stop()
 		// Prepared messages never handed out: the close requeues them.
-		for p := range ready {
-			p.cancel()
+		for range ready {
 		}
 		wg.Wait()
 		err = errors.Join(err, acks.flush())
@@ -214,9 +213,8 @@ func readyBuffer(prefetch int) int {
 
 // prepared is a delivery turned into a watermill message.
 type prepared struct {
-	msg    *message.Message
-	tag    uint64
-	cancel context.CancelFunc // of the message's context
+	msg *message.Message
+	tag uint64
 }
 
 // prepare turns deliveries into messages until the consumer or ctx ends.
@@ -231,16 +229,9 @@ func (sub *subscription) prepare(ctx context.Context, c *broker.Consumer, ready 
 		if d.Redelivered {
 			msg.Metadata.Set(bus.RedeliveredKey, strconv.FormatBool(true))
 		}
-		// The message's context carries the subscription's values and is
-		// cancelled when the message is settled or the subscription ends.
-		// It does not hang off ctx's cancellation: that would register and
-		// unregister a child of ctx for every message.
-		msgCtx, cancel := context.WithCancel(sub.base)
-		msg.SetContext(msgCtx)
 		select {
-		case ready <- prepared{msg: msg, tag: d.DeliveryTag, cancel: cancel}:
+		case ready <- prepared{msg: msg, tag: d.DeliveryTag}:
 		case <-ctx.Done():
-			cancel()
 			return ctx.Err()
 		}
 	}
@@ -248,7 +239,14 @@ func (sub *subscription) prepare(ctx context.Context, c *broker.Consumer, ready 
 
 // deliver hands one message out and waits until it is settled.
 func (sub *subscription) deliver(ctx context.Context, acks *ackBatcher, p prepared) error {
-	defer p.cancel()
+	// The message's context carries the subscription's values and is
+	// cancelled when the message is settled or the subscription ends. It
+	// does not hang off ctx's cancellation: that would register and
+	// unregister a child of ctx for every message. It is made here rather
+	// than by the preparer, which is the busier of the two goroutines.
+	msgCtx, cancel := context.WithCancel(sub.base)
+	defer cancel()
+	p.msg.SetContext(msgCtx)
 	select {
 	case sub.out <- p.msg:
 	case <-ctx.Done():
