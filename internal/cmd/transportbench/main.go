@@ -19,10 +19,13 @@
 // that neither measured run pays for growing the process's heap, and each
 // run starts after a garbage collection. Each row reports the CPU time the
 // process spent per message (user + system; the client side only, for
-// RabbitMQ). With -rounds N the whole sequence runs N times, interleaved,
-// and each row is its median round by throughput: the machine is shared,
-// and interleaving spreads its noise over both sides of a comparison. Run
-// it with the servers up:
+// RabbitMQ). With -rounds N every row runs N times, interleaved with the
+// rows it is compared with, and reports its median round by throughput:
+// the machine is shared, and interleaving spreads its noise over both
+// sides of a comparison. Every second round runs in reverse order; the
+// in-process rows run (all rounds) before any RabbitMQ row, and each
+// RabbitMQ row starts after a pause that lets RabbitMQ finish deleting the
+// previous row's queues. Run it with the servers up:
 //
 //	scripts/with-servers.sh go run ./internal/cmd/transportbench -n 20000
 package main
@@ -87,7 +90,7 @@ func main() {
 	only := flag.String("only", "", "comma-separated subset of runs (inproc,gochannel,troupe-amqp,watermill-amqp,raw-amqp091)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	match := flag.String("match", "", "run only the rows whose mode contains this text (e.g. \"publish only\")")
-	rounds := flag.Int("rounds", 1, "run the whole sequence this many times, interleaved; rows report the median round")
+	rounds := flag.Int("rounds", 1, "run every row this many times, interleaved; rows report their median round")
 	flag.Parse()
 	if *n <= 0 || *nAMQP <= 0 || *pubs <= 0 || *rounds <= 0 {
 		fmt.Fprintln(os.Stderr, "-n, -n-amqp, -publishers and -rounds must be positive")
@@ -139,11 +142,27 @@ func main() {
 			}
 		}
 	}
-	for round := range *rounds {
-		if *rounds > 1 {
-			fmt.Fprintf(os.Stderr, "round %d of %d\n", round+1, *rounds)
+	all := rows(amqpURL, *n, *nAMQP, *pubs)
+	inProcess := slices.DeleteFunc(slices.Clone(all), func(r row) bool { return r.rabbit })
+	rabbit := slices.DeleteFunc(slices.Clone(all), func(r row) bool { return !r.rabbit })
+	for i, section := range [][]row{inProcess, rabbit} {
+		for round := range *rounds {
+			if *rounds > 1 && len(section) > 0 {
+				fmt.Fprintf(os.Stderr, "round %d of %d\n", round+1, *rounds)
+			}
+			order := slices.Clone(section)
+			if round%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, r := range order {
+				if i == 1 {
+					// Let RabbitMQ finish the previous run's work (deleting
+					// its queues) first, whichever row comes next.
+					time.Sleep(rabbitSettle)
+				}
+				run(r.name, r.variant, r.count, r.f)
+			}
 		}
-		runAll(run, amqpURL, *n, *nAMQP, *pubs)
 	}
 	if amqpURL == "" {
 		fmt.Fprintf(os.Stderr, "%s not set: RabbitMQ runs skipped (use scripts/with-servers.sh)\n", testutil.AMQPURLEnv)
@@ -151,24 +170,45 @@ func main() {
 	printTable(os.Stdout, medians(results), *pubs, *rounds)
 }
 
-// runAll runs every measurement once.
-func runAll(run func(name, variant string, count int, f func(int) (result, error)), amqpURL string, n, nAMQP, pubs int) {
+// rabbitSettle is the pause before each RabbitMQ run.
+const rabbitSettle = 2 * time.Second
+
+// row is one measurement of the table.
+type row struct {
+	name, variant string
+	count         int
+	rabbit        bool // needs RabbitMQ
+	f             func(int) (result, error)
+}
+
+// rows lists every measurement in table order. The in-process rows run
+// first, all their rounds, before RabbitMQ is used, so that RabbitMQ's
+// background work never falls on them; every second round runs its rows
+// in reverse order, so that no row always runs first or after the same
+// neighbour.
+func rows(amqpURL string, n, nAMQP, pubs int) []row {
+	var rs []row
 	for _, persistent := range []bool{false, true} {
 		mode := modeName(persistent)
-		run("inproc", mode, n, func(c int) (result, error) { return benchTransport("mem://bench", persistent, pubs, 1, c) })
-		run("gochannel", mode, n, func(c int) (result, error) { return benchGoChannel(persistent, pubs, c) })
+		rs = append(rs,
+			row{"inproc", mode, n, false, func(c int) (result, error) { return benchTransport("mem://bench", persistent, pubs, 1, c) }},
+			row{"gochannel", mode, n, false, func(c int) (result, error) { return benchGoChannel(persistent, pubs, c) }},
+		)
 		if amqpURL == "" {
 			continue
 		}
-		run("troupe-amqp", mode, nAMQP, func(c int) (result, error) { return benchTransport(amqpURL, persistent, pubs, 1, c) })
-		run("troupe-amqp", mode+", batches of 100", nAMQP, func(c int) (result, error) { return benchTransport(amqpURL, persistent, 1, 100, c) })
-		run("watermill-amqp", mode, nAMQP, func(c int) (result, error) { return benchWatermillAMQP(amqpURL, persistent, pubs, c) })
-		run("raw-amqp091", mode+", 1 publisher", nAMQP, func(c int) (result, error) { return benchRaw(amqpURL, persistent, c) })
-		run("troupe-amqp", mode+", publish only", nAMQP, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, pubs, 1, c) })
-		run("troupe-amqp", mode+", publish only, batches of 100", nAMQP, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, 1, 100, c) })
-		run("troupe-amqp", mode+", publish only, 16 x batches of 64", nAMQP, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, 16, 64, c) })
-		run("raw-amqp091", mode+", publish only", nAMQP, func(c int) (result, error) { return publishOnlyRaw(amqpURL, persistent, c) })
+		rs = append(rs,
+			row{"troupe-amqp", mode, nAMQP, true, func(c int) (result, error) { return benchTransport(amqpURL, persistent, pubs, 1, c) }},
+			row{"troupe-amqp", mode + ", batches of 100", nAMQP, true, func(c int) (result, error) { return benchTransport(amqpURL, persistent, 1, 100, c) }},
+			row{"watermill-amqp", mode, nAMQP, true, func(c int) (result, error) { return benchWatermillAMQP(amqpURL, persistent, pubs, c) }},
+			row{"raw-amqp091", mode + ", 1 publisher", nAMQP, true, func(c int) (result, error) { return benchRaw(amqpURL, persistent, c) }},
+			row{"troupe-amqp", mode + ", publish only", nAMQP, true, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, pubs, 1, c) }},
+			row{"troupe-amqp", mode + ", publish only, batches of 100", nAMQP, true, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, 1, 100, c) }},
+			row{"troupe-amqp", mode + ", publish only, 16 x batches of 64", nAMQP, true, func(c int) (result, error) { return publishOnlyTransport(amqpURL, persistent, 16, 64, c) }},
+			row{"raw-amqp091", mode + ", publish only", nAMQP, true, func(c int) (result, error) { return publishOnlyRaw(amqpURL, persistent, c) }},
+		)
 	}
+	return rs
 }
 
 // medians keeps, for every row, its median round by throughput, in the
