@@ -256,13 +256,29 @@ func (sub *subscription) deliver(ctx context.Context, acks *ackBatcher, p prepar
 	case <-p.msg.Acked():
 		return acks.ack(p.tag)
 	case <-p.msg.Nacked():
-		if err := acks.flush(); err != nil {
-			return err
-		}
-		return acks.ch.Nack(p.tag, broker.Requeue)
+		return settleNack(acks, p.tag)
 	case <-ctx.Done():
-		return ctx.Err()
+		// A handler that settles its message and then closes the
+		// subscription (a graceful shutdown) makes both cases ready at
+		// once, and select picks at random: the settlement wins, so that
+		// an acked message is not requeued by the close.
+		select {
+		case <-p.msg.Acked():
+			return errors.Join(ctx.Err(), acks.ack(p.tag))
+		case <-p.msg.Nacked():
+			return errors.Join(ctx.Err(), settleNack(acks, p.tag))
+		default:
+			return ctx.Err()
+		}
 	}
+}
+
+// settleNack flushes the acks before tag, then requeues tag.
+func settleNack(acks *ackBatcher, tag uint64) error {
+	if err := acks.flush(); err != nil {
+		return err
+	}
+	return acks.ch.Nack(tag, broker.Requeue)
 }
 
 // ackBatcher collects the acks of one subscription's channel and settles
