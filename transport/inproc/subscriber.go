@@ -160,7 +160,7 @@ func (sub *subscription) open() (*broker.Channel, *broker.Consumer, error) {
 // counts against it), and this one hands them out one at a time, waiting
 // for each ack or nack as watermill requires. Acks go to the broker in
 // batches (one Ack with Multiple) when no prepared message is waiting,
-// every ackBatch messages, before a nack, and before the channel closes,
+// every ackBatchSize acks, before a nack, and before the channel closes,
 // so that a message acked by the handler is never requeued by the close.
 func (sub *subscription) consume(ctx context.Context, ch *broker.Channel, c *broker.Consumer) (err error) {
 	if ch == nil {
