@@ -275,7 +275,7 @@ func (d *dialer) connection(ctx context.Context) (*amqp091.Connection, error) {
 	}
 	wait := 50 * time.Millisecond
 	for {
-		conn, err := amqp091.Dial(d.url)
+		conn, err := dial(d.url)
 		if err == nil {
 			d.conn = conn
 			return conn, nil

@@ -42,7 +42,11 @@ func Message(headers map[string]any, messageID string, body []byte) *message.Mes
 		uuid = messageID
 	}
 	msg := message.NewMessage(uuid, body)
-	msg.Metadata = make(message.Metadata, len(headers))
+	if _, ok := headers[UUIDHeader]; !ok || len(headers) > 2 {
+		// NewMessage's empty map takes one entry without growing; size it
+		// for more.
+		msg.Metadata = make(message.Metadata, len(headers))
+	}
 	for k, v := range headers {
 		if k == UUIDHeader {
 			continue

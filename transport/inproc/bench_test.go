@@ -57,3 +57,34 @@ func BenchmarkPublishConsume(b *testing.B) {
 	wg.Wait()
 	<-done
 }
+
+// BenchmarkDrain is the consuming side alone: b.N messages wait in the
+// queue, and the timed part is one subscription receiving and acking them
+// all, one at a time as watermill requires.
+func BenchmarkDrain(b *testing.B) {
+	tr, err := inproc.New(broker.New(), "", inproc.OwnBroker())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	pub, _ := tr.NewPublisher(bus.PublisherConfig{})
+	sub, _ := tr.NewSubscriber(bus.SubscriberConfig{Group: "bench", Prefetch: 256})
+	if err := sub.SubscribeInitialize("bench"); err != nil {
+		b.Fatal(err)
+	}
+	body := make([]byte, 1024)
+	for range b.N {
+		if err := pub.Publish("bench", message.NewMessage(watermill.NewUUID(), body)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	ch, err := sub.Subscribe(context.Background(), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range b.N {
+		(<-ch).Ack()
+	}
+}

@@ -152,47 +152,170 @@ func (sub *subscription) open() (*broker.Channel, *broker.Consumer, error) {
 
 // consume delivers until the consumer or ctx ends; nil ch (a failed
 // reopen) returns at once.
-func (sub *subscription) consume(ctx context.Context, ch *broker.Channel, c *broker.Consumer) error {
+//
+// Two goroutines share the work, so that on a multi-core machine the one
+// that waits for the handler does as little as possible between two
+// messages: a preparer turns broker deliveries into watermill messages
+// ahead of time (bounded by the prefetch window, since every delivery
+// counts against it), and this one hands them out one at a time, waiting
+// for each ack or nack as watermill requires. Acks go to the broker in
+// batches (one Ack with Multiple) when no prepared message is waiting,
+// every ackBatchSize acks, before a nack, and before the channel closes,
+// so that a message acked by the handler is never requeued by the close.
+func (sub *subscription) consume(ctx context.Context, ch *broker.Channel, c *broker.Consumer) (err error) {
 	if ch == nil {
 		return errors.New("no consumer")
 	}
-	defer ch.Close() // requeues whatever was not acked
-	for {
-		d, err := c.Receive(ctx)
-		if err != nil {
-			return err
+	acks := ackBatcher{ch: ch, max: ackBatchSize(sub.s.cfg.Prefetch)}
+	ctx, stop := context.WithCancel(ctx)
+	ready := make(chan prepared, readyBuffer(sub.s.cfg.Prefetch))
+	var prepErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		prepErr = sub.prepare(ctx, c, ready)
+		close(ready) // after prepErr is set
+	})
+	defer func() {
+		stop()
+		// Prepared messages never handed out: the close requeues them.
+		for range ready {
 		}
-		if err := sub.deliver(ctx, ch, d); err != nil {
+		wg.Wait()
+		err = errors.Join(err, acks.flush())
+		ch.Close() // requeues whatever was not acked
+	}()
+	for {
+		var p prepared
+		var ok bool
+		select {
+		case p, ok = <-ready:
+		default:
+			// Nothing prepared: settle what was acked, which also gives the
+			// broker the prefetch credit to push more, then wait.
+			if err := acks.flush(); err != nil {
+				return err
+			}
+			p, ok = <-ready
+		}
+		if !ok {
+			return prepErr
+		}
+		if err := sub.deliver(ctx, &acks, p); err != nil {
 			return err
 		}
 	}
 }
 
-// deliver hands one message out and settles it with the broker.
-func (sub *subscription) deliver(ctx context.Context, ch *broker.Channel, d broker.Delivery) error {
-	props := d.Properties()
-	msg := envelope.Message(props.Headers, props.MessageID, d.Body)
-	if d.Redelivered {
-		msg.Metadata.Set(bus.RedeliveredKey, strconv.FormatBool(true))
+// readyBuffer bounds the messages prepared ahead of the handler.
+func readyBuffer(prefetch int) int {
+	return min(max(prefetch/2, 1), 32)
+}
+
+// prepared is a delivery turned into a watermill message.
+type prepared struct {
+	msg *message.Message
+	tag uint64
+}
+
+// prepare turns deliveries into messages until the consumer or ctx ends.
+func (sub *subscription) prepare(ctx context.Context, c *broker.Consumer, ready chan<- prepared) error {
+	for {
+		d, err := c.Receive(ctx)
+		if err != nil {
+			return err
+		}
+		props := d.Properties()
+		msg := envelope.Message(props.Headers, props.MessageID, d.Body)
+		if d.Redelivered {
+			msg.Metadata.Set(bus.RedeliveredKey, strconv.FormatBool(true))
+		}
+		select {
+		case ready <- prepared{msg: msg, tag: d.DeliveryTag}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+}
+
+// deliver hands one message out and waits until it is settled.
+func (sub *subscription) deliver(ctx context.Context, acks *ackBatcher, p prepared) error {
 	// The message's context carries the subscription's values and is
-	// cancelled when the message is settled or the subscription ends (the
-	// deferred cancel). It does not hang off ctx's cancellation: that would
-	// register and unregister a child of ctx for every message.
+	// cancelled when the message is settled or the subscription ends. It
+	// does not hang off ctx's cancellation: that would register and
+	// unregister a child of ctx for every message. It is made here rather
+	// than by the preparer, which is the busier of the two goroutines.
 	msgCtx, cancel := context.WithCancel(sub.base)
 	defer cancel()
-	msg.SetContext(msgCtx)
+	p.msg.SetContext(msgCtx)
 	select {
-	case sub.out <- msg:
+	case sub.out <- p.msg:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	select {
-	case <-msg.Acked():
-		return ch.Ack(d.DeliveryTag, 0)
-	case <-msg.Nacked():
-		return ch.Nack(d.DeliveryTag, broker.Requeue)
+	case <-p.msg.Acked():
+		return acks.ack(p.tag)
+	case <-p.msg.Nacked():
+		return settleNack(acks, p.tag)
 	case <-ctx.Done():
-		return ctx.Err()
+		// A handler that settles its message and then closes the
+		// subscription (a graceful shutdown) makes both cases ready at
+		// once, and select picks at random: the settlement wins, so that
+		// an acked message is not requeued by the close.
+		select {
+		case <-p.msg.Acked():
+			return errors.Join(ctx.Err(), acks.ack(p.tag))
+		case <-p.msg.Nacked():
+			return errors.Join(ctx.Err(), settleNack(acks, p.tag))
+		default:
+			return ctx.Err()
+		}
 	}
+}
+
+// settleNack flushes the acks before tag, then requeues tag.
+func settleNack(acks *ackBatcher, tag uint64) error {
+	if err := acks.flush(); err != nil {
+		return err
+	}
+	return acks.ch.Nack(tag, broker.Requeue)
+}
+
+// ackBatcher collects the acks of one subscription's channel and settles
+// them with one Ack(tag, Multiple). Deliveries of a subscription are
+// handed out one at a time in tag order, and the channel has no other
+// consumer, so every tag up to the last acked one is acked. Not safe for
+// concurrent use: the subscription's goroutine owns it.
+type ackBatcher struct {
+	ch   *broker.Channel
+	max  int
+	last uint64
+	n    int
+}
+
+// ackBatchSize is how many acks wait for a flush at most: a quarter of the
+// prefetch window, so that the broker gets credit back well before the
+// consumer's buffer runs dry, and at most 64.
+func ackBatchSize(prefetch int) int {
+	return min(max(prefetch/4, 1), 64)
+}
+
+func (a *ackBatcher) ack(tag uint64) error {
+	a.last = tag
+	a.n++
+	if a.n >= a.max {
+		return a.flush()
+	}
+	return nil
+}
+
+func (a *ackBatcher) flush() error {
+	if a.n == 0 {
+		return nil
+	}
+	a.n = 0
+	if err := a.ch.Ack(a.last, broker.Multiple); err != nil {
+		return fmt.Errorf("ack up to %d: %w", a.last, err)
+	}
+	return nil
 }
