@@ -114,6 +114,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	backoff := r.cfg.RetryInitial
 	for {
 		local := r.db.changed.wait() // before the pass, so no commit is missed
+		select {
+		case <-remote: // a commit notified before this pass: the pass sees it
+		default:
+		}
 		n, err := r.Pass(ctx)
 		switch {
 		case ctx.Err() != nil:
@@ -193,60 +197,76 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 	}
 	r.claims.Add(1)
 	done, failures := r.publish(ctx, rows)
-	return len(rows), r.settle(ctx, done, failures)
+	return len(rows), r.settle(ctx, rows, done, failures)
 }
 
 // claim leases up to BatchSize rows whose ordering keys it can take: a key
 // is free when its oldest unpublished row (its head) is due and not leased
 // by another relay. Holding a key's head keeps other relays off the key's
 // later rows, which keeps each key in order.
+//
+// It is one statement (no transaction around it): an UPDATE that leases
+// the rows it selects and returns them. It walks the unpublished rows in
+// id order and stops after BatchSize heads, so its cost follows the batch,
+// not the backlog. On PostgreSQL the heads are taken FOR UPDATE SKIP
+// LOCKED: a relay claiming at the same moment skips them, and sees them
+// leased once this statement commits.
 func (r *Relay) claim(ctx context.Context) ([]row, error) {
 	now := time.Now().UTC()
-	lock := ""
+	until := now.Add(r.cfg.Lease)
+	id, n := r.cfg.ID, r.cfg.BatchSize
+	heads := `SELECT h.ordering_key FROM troupe_outbox h
+		WHERE h.published_at IS NULL
+		  AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= ?)
+		  AND (h.locked_until IS NULL OR h.locked_until < ? OR h.locked_by = ?)
+		  AND NOT EXISTS (SELECT 1 FROM troupe_outbox e
+			WHERE e.ordering_key = h.ordering_key AND e.published_at IS NULL AND e.id < h.id)
+		ORDER BY h.id LIMIT ?`
+	const free = `o.published_at IS NULL AND (o.locked_until IS NULL OR o.locked_until < ? OR o.locked_by = ?)`
+	const returning = ` RETURNING id, message_id, topic, ordering_key, payload, metadata, attempts, created_at`
+	var q string
+	var args []any
 	if r.db.dialect == Postgres {
-		lock = " FOR UPDATE SKIP LOCKED"
+		// The rows of each head's key through the (ordering_key, id)
+		// index, and the update through the primary key: planned so
+		// whatever the table's statistics say.
+		q = `WITH heads AS (` + heads + ` FOR UPDATE SKIP LOCKED)
+			UPDATE troupe_outbox SET locked_by = ?, locked_until = ?
+			WHERE id = ANY(ARRAY(
+				SELECT k.id FROM heads, LATERAL (
+					SELECT o.id FROM troupe_outbox o
+					WHERE o.ordering_key = heads.ordering_key AND ` + free + `
+					ORDER BY o.id LIMIT ?) k
+				ORDER BY k.id LIMIT ?))` + returning
+		args = []any{now, now, id, n, id, until, now, id, n, n}
+	} else {
+		q = `UPDATE troupe_outbox SET locked_by = ?, locked_until = ?
+			WHERE id IN (
+				SELECT o.id FROM troupe_outbox o
+				WHERE ` + free + ` AND o.ordering_key IN (` + heads + `)
+				ORDER BY o.id LIMIT ?)` + returning
+		args = []any{id, until, now, id, now, now, id, n, n}
 	}
-	q := `SELECT o.id, o.message_id, o.topic, o.ordering_key, o.payload, o.metadata, o.attempts, o.created_at
-		FROM troupe_outbox o
-		WHERE o.published_at IS NULL
-		  AND (o.locked_until IS NULL OR o.locked_until < ? OR o.locked_by = ?)
-		  AND o.ordering_key IN (
-			SELECT h.ordering_key FROM troupe_outbox h
-			WHERE h.published_at IS NULL
-			  AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= ?)
-			  AND (h.locked_until IS NULL OR h.locked_until < ? OR h.locked_by = ?)
-			  AND NOT EXISTS (SELECT 1 FROM troupe_outbox e
-				WHERE e.ordering_key = h.ordering_key AND e.published_at IS NULL AND e.id < h.id)
-			ORDER BY h.id LIMIT ?` + lock + `)
-		ORDER BY o.id LIMIT ?`
-	var rows []row
-	err := r.db.InTx(ctx, func(tx *Tx) error {
-		rs, err := tx.QueryContext(ctx, r.db.Rebind(q), now, r.cfg.ID, now, now, r.cfg.ID, r.cfg.BatchSize, r.cfg.BatchSize)
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		for rs.Next() {
-			var w row
-			if err := rs.Scan(&w.id, &w.messageID, &w.topic, &w.key, &w.payload, &w.metadata, &w.attempts, &w.createdAt); err != nil {
-				return err
-			}
-			rows = append(rows, w)
-		}
-		if err := rs.Err(); err != nil || len(rows) == 0 {
-			return err
-		}
-		ids := make([]any, 0, len(rows)+2)
-		ids = append(ids, r.cfg.ID, now.Add(r.cfg.Lease))
-		for _, w := range rows {
-			ids = append(ids, w.id)
-		}
-		_, err = tx.Exec(ctx, `UPDATE troupe_outbox SET locked_by = ?, locked_until = ? WHERE id IN (`+placeholders(len(rows))+`)`, ids...)
-		return err
-	})
+	rs, err := r.db.db.QueryContext(ctx, r.db.Rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
+	defer rs.Close()
+	var rows []row
+	for rs.Next() {
+		var w row
+		if err := rs.Scan(&w.id, &w.messageID, &w.topic, &w.key, &w.payload, &w.metadata, &w.attempts, &w.createdAt); err != nil {
+			return nil, fmt.Errorf("outbox: claim: %w", err)
+		}
+		rows = append(rows, w)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("outbox: claim: %w", err)
+	}
+	if err := rs.Close(); err != nil {
+		return nil, fmt.Errorf("outbox: claim: %w", err)
+	}
+	slices.SortFunc(rows, func(a, b row) int { return cmp.Compare(a.id, b.id) })
 	return rows, nil
 }
 
@@ -342,49 +362,83 @@ func endSpans(spans []trace.Span, err error) {
 }
 
 // settle marks published rows (deleting them without retention) and
-// schedules refused ones for a retry with backoff; every lease is
-// released. Only rows still leased by this relay are touched.
-func (r *Relay) settle(ctx context.Context, done []int64, failures []failure) error {
+// schedules refused ones for a retry with backoff; the leases of the rest
+// of claimed (rows after a refused one) are released. Only rows still
+// leased by this relay are touched. When every claimed row was published
+// and nothing is retained, that is one DELETE and no transaction.
+func (r *Relay) settle(ctx context.Context, claimed []row, done []int64, failures []failure) error {
 	now := time.Now().UTC()
-	return r.db.InTx(ctx, func(tx *Tx) error {
-		if len(done) > 0 {
-			args := make([]any, 0, len(done)+2)
-			q := `DELETE FROM troupe_outbox WHERE locked_by = ? AND id IN (` + placeholders(len(done)) + `)`
-			if r.cfg.Retention > 0 {
-				q = `UPDATE troupe_outbox SET published_at = ?, locked_by = NULL, locked_until = NULL WHERE locked_by = ? AND id IN (` + placeholders(len(done)) + `)`
-				args = append(args, now)
-			}
-			args = append(args, r.cfg.ID)
-			for _, id := range done {
-				args = append(args, id)
-			}
-			if _, err := tx.Exec(ctx, q, args...); err != nil {
-				return err
-			}
-			r.published.Add(int64(len(done)))
-		}
-		for _, f := range failures {
-			delay := min(r.cfg.RetryInitial<<min(f.attempts, 20), r.cfg.RetryMax)
-			if _, err := tx.Exec(ctx, `UPDATE troupe_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?
-				WHERE id = ? AND locked_by = ?`, now.Add(delay), f.err.Error(), f.id, r.cfg.ID); err != nil {
-				return err
-			}
-			r.failed.Add(1)
-			r.logger.LogAttrs(ctx, slog.LevelWarn, "outbox: broker refused a message; retrying later",
-				slog.String("message_id", f.messageID), slog.String("topic", f.topic),
-				slog.Int("attempts", f.attempts+1), slog.Duration("retry_in", delay), slog.Any("error", f.err))
-		}
-		// Release what this relay still holds (the rest of refused keys).
-		if _, err := tx.Exec(ctx, `UPDATE troupe_outbox SET locked_by = NULL, locked_until = NULL
-			WHERE locked_by = ? AND published_at IS NULL`, r.cfg.ID); err != nil {
-			return err
-		}
+	type stmt struct {
+		q    string
+		args []any
+	}
+	var stmts []stmt
+	if len(done) > 0 {
+		var args []any
+		q := `DELETE FROM troupe_outbox WHERE locked_by = ? AND id IN (` + placeholders(len(done)) + `)`
 		if r.cfg.Retention > 0 {
-			_, err := tx.Exec(ctx, `DELETE FROM troupe_outbox WHERE published_at IS NOT NULL AND published_at < ?`, now.Add(-r.cfg.Retention))
-			return err
+			q = `UPDATE troupe_outbox SET published_at = ?, locked_by = NULL, locked_until = NULL WHERE locked_by = ? AND id IN (` + placeholders(len(done)) + `)`
+			args = append(args, now)
 		}
-		return nil
-	})
+		args = append(args, r.cfg.ID)
+		for _, id := range done {
+			args = append(args, id)
+		}
+		stmts = append(stmts, stmt{q, args})
+	}
+	delays := make([]time.Duration, len(failures))
+	for i, f := range failures {
+		delays[i] = min(r.cfg.RetryInitial<<min(f.attempts, 20), r.cfg.RetryMax)
+		stmts = append(stmts, stmt{`UPDATE troupe_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, locked_by = NULL, locked_until = NULL
+			WHERE id = ? AND locked_by = ?`, []any{now.Add(delays[i]), f.err.Error(), f.id, r.cfg.ID}})
+	}
+	settled := make(map[int64]bool, len(done)+len(failures))
+	for _, id := range done {
+		settled[id] = true
+	}
+	for _, f := range failures {
+		settled[f.id] = true
+	}
+	var rest []any
+	for _, w := range claimed {
+		if !settled[w.id] {
+			rest = append(rest, w.id)
+		}
+	}
+	if len(rest) > 0 {
+		stmts = append(stmts, stmt{`UPDATE troupe_outbox SET locked_by = NULL, locked_until = NULL
+			WHERE locked_by = ? AND id IN (` + placeholders(len(rest)) + `)`, append([]any{r.cfg.ID}, rest...)})
+	}
+	if r.cfg.Retention > 0 {
+		stmts = append(stmts, stmt{`DELETE FROM troupe_outbox WHERE published_at IS NOT NULL AND published_at < ?`, []any{now.Add(-r.cfg.Retention)}})
+	}
+	var err error
+	switch len(stmts) {
+	case 0:
+	case 1:
+		_, err = r.db.db.ExecContext(ctx, r.db.Rebind(stmts[0].q), stmts[0].args...)
+	default:
+		err = r.db.InTx(ctx, func(tx *Tx) error {
+			for _, s := range stmts {
+				if _, err := tx.Exec(ctx, s.q, s.args...); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("outbox: settle: %w", err)
+	}
+	r.published.Add(int64(len(done)))
+	for i, f := range failures {
+		r.failed.Add(1)
+		r.logger.LogAttrs(ctx, slog.LevelWarn, "outbox: broker refused a message; retrying later",
+			slog.String("relay", r.cfg.ID), slog.String("message_id", f.messageID), slog.String("topic", f.topic),
+			slog.String("ordering_key", f.key), slog.Int("attempts", f.attempts+1),
+			slog.Duration("retry_in", delays[i]), slog.Any("error", f.err))
+	}
+	return nil
 }
 
 // Pending counts the rows not yet published.

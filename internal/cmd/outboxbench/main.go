@@ -66,6 +66,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -138,7 +139,20 @@ func main() {
 	fwdPoll := flag.Duration("fwd-poll", 10*time.Millisecond, "poll interval of the extra tuned forwarder run (0 skips it; the main forwarder run keeps watermill-sql's default, 1 s)")
 	only := flag.String("only", "", "comma-separated subset of stores (troupe-sqlite,troupe-postgres,forwarder-postgres,forwarder-postgres-tuned)")
 	verbose := flag.Bool("v", false, "log the relay's and the forwarder's warnings and errors to stderr")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (writers, relays, forwarders) to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	amqpURL := os.Getenv(testutil.AMQPURLEnv)
 	pgURL := os.Getenv(testutil.PostgresURLEnv)
