@@ -103,7 +103,7 @@ func (r *Relay) Stats() RelayStats {
 }
 
 // Run relays until ctx ends; it returns nil then. Errors of the database
-// or the broker are logged and retried.
+// or the broker are logged and retried. Blocking; call it once per Relay.
 func (r *Relay) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -142,6 +142,20 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-time.After(r.cfg.PollInterval):
 		}
 	}
+}
+
+// settleTimeout bounds settling a batch once the relay is stopping.
+const settleTimeout = 10 * time.Second
+
+// relayBatch publishes claimed rows and settles them.
+func (r *Relay) relayBatch(ctx context.Context, rows []row) error {
+	done, failures := r.publish(ctx, rows)
+	if ctx.Err() != nil {
+		failures = nil
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	return r.settle(sctx, rows, done, failures)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -189,15 +203,17 @@ type row struct {
 }
 
 // Pass claims a batch of rows, publishes them and settles them; it returns
-// the number claimed. Run calls it in a loop; tests call it directly.
+// the number claimed. Run calls it in a loop; tests call it directly. Rows
+// the broker confirmed are settled even when ctx ends meanwhile (for at
+// most settleTimeout); rows left unpublished because ctx ended are
+// released, not counted as refused.
 func (r *Relay) Pass(ctx context.Context) (int, error) {
 	rows, err := r.claim(ctx)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
 	r.claims.Add(1)
-	done, failures := r.publish(ctx, rows)
-	return len(rows), r.settle(ctx, rows, done, failures)
+	return len(rows), r.relayBatch(ctx, rows)
 }
 
 // claim leases up to BatchSize rows whose ordering keys it can take: a key

@@ -534,6 +534,11 @@ func openForwarder(ctx context.Context, baseURL string, poll time.Duration, pub 
 		drop()
 		return nil, err
 	}
+	// The same connection pool as outbox.Open's: database/sql's default
+	// (2 idle connections) would reconnect for most of the writers'
+	// transactions.
+	sqldb.SetMaxIdleConns(32)
+	sqldb.SetConnMaxIdleTime(5 * time.Minute)
 	var closers []func()
 	fail := func(err error) (*system, error) {
 		for _, c := range slices.Backward(closers) {
