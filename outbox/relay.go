@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -27,8 +29,11 @@ type RelayConfig struct {
 	ID string
 	// BatchSize is the most rows claimed at once; 256 when 0.
 	BatchSize int
-	// Lease is how long claimed rows stay the relay's; a relay that dies
-	// hands its rows over when the lease ends. 30 s when 0.
+	// Lease is how long claimed rows stay the relay's; 30 s when 0. On
+	// SQLite a relay that dies hands its rows over when the lease ends; on
+	// PostgreSQL the rows are held by the locks of the pass's transaction,
+	// which a relay that dies loses at once, and Lease bounds that
+	// transaction.
 	Lease time.Duration
 	// PollInterval is the fallback wake-up when no commit signal came; 1 s
 	// when 0.
@@ -74,9 +79,11 @@ type RelayStats struct {
 // with the publisher's confirms, then deletes (or marks) them. It is woken
 // at commit — in process by the DB, across processes by PostgreSQL's
 // LISTEN/NOTIFY — and polls as a fallback. Several relays may share a
-// database: a relay leases the head of an ordering key before publishing
-// it, so two relays never publish one row at the same time, and a relay
-// that dies hands its rows over when its lease ends. A relay killed between
+// database: a relay holds the head of an ordering key while it publishes
+// the key's rows (PostgreSQL: a row lock taken FOR UPDATE SKIP LOCKED in
+// the pass's transaction; SQLite: a lease), so two relays never publish
+// one row at the same time, and a relay that dies hands its rows over (at
+// once on PostgreSQL, when the lease ends on SQLite). A relay killed between
 // publishing and marking publishes those rows again: delivery is
 // at-least-once and the consumers' idempotency keys make it harmless.
 type Relay struct {
@@ -147,15 +154,15 @@ func (r *Relay) Run(ctx context.Context) error {
 // settleTimeout bounds settling a batch once the relay is stopping.
 const settleTimeout = 10 * time.Second
 
-// relayBatch publishes claimed rows and settles them.
-func (r *Relay) relayBatch(ctx context.Context, rows []row) error {
+// publishUnlessStopped publishes claimed rows; when ctx ended meanwhile,
+// the rows it did not publish are not counted as refused (they are
+// released).
+func (r *Relay) publishUnlessStopped(ctx context.Context, rows []row) ([]int64, []failure) {
 	done, failures := r.publish(ctx, rows)
 	if ctx.Err() != nil {
 		failures = nil
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
-	return r.settle(sctx, rows, done, failures)
+	return done, failures
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -208,65 +215,126 @@ type row struct {
 // most settleTimeout); rows left unpublished because ctx ended are
 // released, not counted as refused.
 func (r *Relay) Pass(ctx context.Context) (int, error) {
+	if r.db.dialect == Postgres {
+		return r.passLocked(ctx)
+	}
 	rows, err := r.claim(ctx)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
 	r.claims.Add(1)
-	return len(rows), r.relayBatch(ctx, rows)
+	done, failures := r.publishUnlessStopped(ctx, rows)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	stmts, delays := r.settlement(rows, done, failures, leased)
+	var err2 error
+	if len(stmts) == 1 {
+		_, err2 = r.db.db.ExecContext(sctx, r.db.Rebind(stmts[0].q), stmts[0].args...)
+	} else {
+		err2 = r.db.InTx(sctx, func(tx *Tx) error { return execAll(sctx, tx.Tx, r.db, stmts) })
+	}
+	if err2 != nil {
+		return len(rows), fmt.Errorf("outbox: settle: %w", err2)
+	}
+	r.settled(ctx, done, failures, delays)
+	return len(rows), nil
 }
 
-// claim leases up to BatchSize rows whose ordering keys it can take: a key
-// is free when its oldest unpublished row (its head) is due and not leased
-// by another relay. Holding a key's head keeps other relays off the key's
-// later rows, which keeps each key in order.
-//
-// It is one statement (no transaction around it): an UPDATE that leases
-// the rows it selects and returns them. It walks the unpublished rows in
-// id order and stops after BatchSize heads, so its cost follows the batch,
-// not the backlog. On PostgreSQL the heads are taken FOR UPDATE SKIP
-// LOCKED: a relay claiming at the same moment skips them, and sees them
-// leased once this statement commits.
-func (r *Relay) claim(ctx context.Context) ([]row, error) {
-	now := time.Now().UTC()
-	until := now.Add(r.cfg.Lease)
-	id, n := r.cfg.ID, r.cfg.BatchSize
-	heads := `SELECT h.ordering_key FROM troupe_outbox h
-		WHERE h.published_at IS NULL
-		  AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= ?)
-		  AND (h.locked_until IS NULL OR h.locked_until < ? OR h.locked_by = ?)
-		  AND NOT EXISTS (SELECT 1 FROM troupe_outbox e
-			WHERE e.ordering_key = h.ordering_key AND e.published_at IS NULL AND e.id < h.id)
-		ORDER BY h.id LIMIT ?`
-	const free = `o.published_at IS NULL AND (o.locked_until IS NULL OR o.locked_until < ? OR o.locked_by = ?)`
-	const returning = ` RETURNING id, message_id, topic, ordering_key, payload, metadata, attempts, created_at`
-	var q string
-	var args []any
-	if r.db.dialect == Postgres {
-		// The rows of each head's key through the (ordering_key, id)
-		// index, and the update through the primary key: planned so
-		// whatever the table's statistics say.
-		q = `WITH heads AS (` + heads + ` FOR UPDATE SKIP LOCKED)
-			UPDATE troupe_outbox SET locked_by = ?, locked_until = ?
-			WHERE id = ANY(ARRAY(
-				SELECT k.id FROM heads, LATERAL (
-					SELECT o.id FROM troupe_outbox o
-					WHERE o.ordering_key = heads.ordering_key AND ` + free + `
-					ORDER BY o.id LIMIT ?) k
-				ORDER BY k.id LIMIT ?))` + returning
-		args = []any{now, now, id, n, id, until, now, id, n, n}
-	} else {
-		q = `UPDATE troupe_outbox SET locked_by = ?, locked_until = ?
-			WHERE id IN (
-				SELECT o.id FROM troupe_outbox o
-				WHERE ` + free + ` AND o.ordering_key IN (` + heads + `)
-				ORDER BY o.id LIMIT ?)` + returning
-		args = []any{id, until, now, id, now, now, id, n, n}
+// passLocked is a pass on PostgreSQL. One transaction locks the batch
+// (FOR UPDATE SKIP LOCKED), holds the locks while the rows are published,
+// then deletes (or marks) them and commits. A relay claiming meanwhile
+// skips the locked heads, and with them their keys; a relay that dies
+// loses its connection and with it its locks, so its rows are free at
+// once, and those it had published are published again.
+func (r *Relay) passLocked(ctx context.Context) (int, error) {
+	// The transaction outlives ctx, to settle what the broker confirmed.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Lease)
+	defer cancel()
+	tx, err := r.db.db.BeginTx(tctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("outbox: claim: %w", err)
 	}
-	rs, err := r.db.db.QueryContext(ctx, r.db.Rebind(q), args...)
+	defer func() { _ = tx.Rollback() }() // after Commit: sql.ErrTxDone, ignored
+	rows, err := r.lockBatch(ctx, tx)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	r.claims.Add(1)
+	done, failures := r.publishUnlessStopped(ctx, rows)
+	sctx, scancel := context.WithTimeout(tctx, settleTimeout)
+	defer scancel()
+	stmts, delays := r.settlement(rows, done, failures, locked)
+	if err := execAll(sctx, tx, r.db, stmts); err != nil {
+		return len(rows), fmt.Errorf("outbox: settle: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return len(rows), fmt.Errorf("outbox: settle: %w", err)
+	}
+	r.settled(ctx, done, failures, delays)
+	return len(rows), nil
+}
+
+// lockBatch selects and locks, in tx, up to BatchSize rows whose ordering
+// keys are free: the key's head (its oldest unpublished row) is due and
+// neither locked nor leased by another relay. It walks the unpublished
+// rows in id order and stops after BatchSize heads, so its cost follows
+// the batch, not the backlog; the rows of each head's key come through
+// the (ordering_key, id) index, whatever the table's statistics say.
+func (r *Relay) lockBatch(ctx context.Context, tx *sql.Tx) ([]row, error) {
+	now := time.Now().UTC()
+	id, n := r.cfg.ID, r.cfg.BatchSize
+	q := `WITH heads AS (` + headsQuery + ` FOR UPDATE SKIP LOCKED)
+		SELECT k.id, k.message_id, k.topic, k.ordering_key, k.payload, k.metadata, k.attempts, k.created_at
+		FROM heads, LATERAL (
+			SELECT o.* FROM troupe_outbox o
+			WHERE o.ordering_key = heads.ordering_key AND ` + freeRow + `
+			ORDER BY o.id LIMIT ? FOR UPDATE SKIP LOCKED) k
+		ORDER BY k.id LIMIT ?`
+	rs, err := tx.QueryContext(ctx, r.db.Rebind(q), now, now, id, n, now, id, n, n)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
+	return scanRows(rs)
+}
+
+// headsQuery selects the ordering keys whose head is due and not leased by
+// another relay, oldest first. Arguments: now, now, relay ID, limit.
+const headsQuery = `SELECT h.ordering_key FROM troupe_outbox h
+	WHERE h.published_at IS NULL
+	  AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= ?)
+	  AND (h.locked_until IS NULL OR h.locked_until < ? OR h.locked_by = ?)
+	  AND NOT EXISTS (SELECT 1 FROM troupe_outbox e
+		WHERE e.ordering_key = h.ordering_key AND e.published_at IS NULL AND e.id < h.id)
+	ORDER BY h.id LIMIT ?`
+
+// freeRow is an unpublished row of alias o not leased by another relay.
+// Arguments: now, relay ID.
+const freeRow = `o.published_at IS NULL AND (o.locked_until IS NULL OR o.locked_until < ? OR o.locked_by = ?)`
+
+// claim leases up to BatchSize rows (SQLite) whose ordering keys it can
+// take: a key is free when its head is due and not leased by another
+// relay. Holding a key's head keeps other relays off the key's later rows,
+// which keeps each key in order. It is one statement: an UPDATE that
+// leases the rows it selects and returns them; SQLite runs one writer at a
+// time, so two relays' claims never overlap.
+func (r *Relay) claim(ctx context.Context) ([]row, error) {
+	now := time.Now().UTC()
+	id, n := r.cfg.ID, r.cfg.BatchSize
+	q := `UPDATE troupe_outbox SET locked_by = ?, locked_until = ?
+		WHERE id IN (
+			SELECT o.id FROM troupe_outbox o
+			WHERE ` + freeRow + ` AND o.ordering_key IN (` + headsQuery + `)
+			ORDER BY o.id LIMIT ?)
+		RETURNING id, message_id, topic, ordering_key, payload, metadata, attempts, created_at`
+	rs, err := r.db.db.QueryContext(ctx, q, id, now.Add(r.cfg.Lease), now, id, now, now, id, n, n)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: claim: %w", err)
+	}
+	return scanRows(rs)
+}
+
+// scanRows reads claimed rows and closes rs; they come back in id order.
+func scanRows(rs *sql.Rows) ([]row, error) {
 	defer rs.Close()
 	var rows []row
 	for rs.Next() {
@@ -276,10 +344,7 @@ func (r *Relay) claim(ctx context.Context) ([]row, error) {
 		}
 		rows = append(rows, w)
 	}
-	if err := rs.Err(); err != nil {
-		return nil, fmt.Errorf("outbox: claim: %w", err)
-	}
-	if err := rs.Close(); err != nil {
+	if err := errors.Join(rs.Err(), rs.Close()); err != nil {
 		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
 	slices.SortFunc(rows, func(a, b row) int { return cmp.Compare(a.id, b.id) })
@@ -377,26 +442,41 @@ func endSpans(spans []trace.Span, err error) {
 	}
 }
 
-// settle marks published rows (deleting them without retention) and
-// schedules refused ones for a retry with backoff; the leases of the rest
-// of claimed (rows after a refused one) are released. Only rows still
-// leased by this relay are touched. When every claimed row was published
-// and nothing is retained, that is one DELETE and no transaction.
-func (r *Relay) settle(ctx context.Context, claimed []row, done []int64, failures []failure) error {
+// hold is how a batch's rows are kept from other relays.
+type hold uint8
+
+const (
+	leased hold = iota + 1 // locked_by / locked_until (SQLite)
+	locked                 // row locks of the pass's transaction (PostgreSQL)
+)
+
+// stmt is a statement with ? placeholders and its arguments.
+type stmt struct {
+	q    string
+	args []any
+}
+
+// settlement returns the statements that settle a batch: published rows
+// are deleted (or, with Retention, marked); refused ones are scheduled
+// for a retry with backoff (the delays are returned); leased rows neither
+// published nor refused (after a refused row of their key) are released.
+// Only rows still leased by this relay are touched (with hold locked, the
+// transaction's locks already guarantee it).
+func (r *Relay) settlement(claimed []row, done []int64, failures []failure, h hold) ([]stmt, []time.Duration) {
 	now := time.Now().UTC()
-	type stmt struct {
-		q    string
-		args []any
+	owner, owned := `locked_by = ? AND `, []any{r.cfg.ID}
+	if h == locked {
+		owner, owned = "", nil
 	}
 	var stmts []stmt
 	if len(done) > 0 {
 		var args []any
-		q := `DELETE FROM troupe_outbox WHERE locked_by = ? AND id IN (` + placeholders(len(done)) + `)`
+		q := `DELETE FROM troupe_outbox WHERE ` + owner + `id IN (` + placeholders(len(done)) + `)`
 		if r.cfg.Retention > 0 {
-			q = `UPDATE troupe_outbox SET published_at = ?, locked_by = NULL, locked_until = NULL WHERE locked_by = ? AND id IN (` + placeholders(len(done)) + `)`
+			q = `UPDATE troupe_outbox SET published_at = ?, locked_by = NULL, locked_until = NULL WHERE ` + owner + `id IN (` + placeholders(len(done)) + `)`
 			args = append(args, now)
 		}
-		args = append(args, r.cfg.ID)
+		args = append(args, owned...)
 		for _, id := range done {
 			args = append(args, id)
 		}
@@ -406,46 +486,45 @@ func (r *Relay) settle(ctx context.Context, claimed []row, done []int64, failure
 	for i, f := range failures {
 		delays[i] = min(r.cfg.RetryInitial<<min(f.attempts, 20), r.cfg.RetryMax)
 		stmts = append(stmts, stmt{`UPDATE troupe_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, locked_by = NULL, locked_until = NULL
-			WHERE id = ? AND locked_by = ?`, []any{now.Add(delays[i]), f.err.Error(), f.id, r.cfg.ID}})
+			WHERE ` + owner + `id = ?`, slices.Concat([]any{now.Add(delays[i]), f.err.Error()}, owned, []any{f.id})})
 	}
-	settled := make(map[int64]bool, len(done)+len(failures))
-	for _, id := range done {
-		settled[id] = true
-	}
-	for _, f := range failures {
-		settled[f.id] = true
-	}
-	var rest []any
-	for _, w := range claimed {
-		if !settled[w.id] {
-			rest = append(rest, w.id)
+	if h == leased {
+		settled := make(map[int64]bool, len(done)+len(failures))
+		for _, id := range done {
+			settled[id] = true
 		}
-	}
-	if len(rest) > 0 {
-		stmts = append(stmts, stmt{`UPDATE troupe_outbox SET locked_by = NULL, locked_until = NULL
-			WHERE locked_by = ? AND id IN (` + placeholders(len(rest)) + `)`, append([]any{r.cfg.ID}, rest...)})
+		for _, f := range failures {
+			settled[f.id] = true
+		}
+		var rest []any
+		for _, w := range claimed {
+			if !settled[w.id] {
+				rest = append(rest, w.id)
+			}
+		}
+		if len(rest) > 0 {
+			stmts = append(stmts, stmt{`UPDATE troupe_outbox SET locked_by = NULL, locked_until = NULL
+				WHERE locked_by = ? AND id IN (` + placeholders(len(rest)) + `)`, append([]any{r.cfg.ID}, rest...)})
+		}
 	}
 	if r.cfg.Retention > 0 {
 		stmts = append(stmts, stmt{`DELETE FROM troupe_outbox WHERE published_at IS NOT NULL AND published_at < ?`, []any{now.Add(-r.cfg.Retention)}})
 	}
-	var err error
-	switch len(stmts) {
-	case 0:
-	case 1:
-		_, err = r.db.db.ExecContext(ctx, r.db.Rebind(stmts[0].q), stmts[0].args...)
-	default:
-		err = r.db.InTx(ctx, func(tx *Tx) error {
-			for _, s := range stmts {
-				if _, err := tx.Exec(ctx, s.q, s.args...); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+	return stmts, delays
+}
+
+// execAll runs stmts in tx.
+func execAll(ctx context.Context, tx *sql.Tx, db *DB, stmts []stmt) error {
+	for _, s := range stmts {
+		if _, err := tx.ExecContext(ctx, db.Rebind(s.q), s.args...); err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("outbox: settle: %w", err)
-	}
+	return nil
+}
+
+// settled counts and logs a batch once its settlement committed.
+func (r *Relay) settled(ctx context.Context, done []int64, failures []failure, delays []time.Duration) {
 	r.published.Add(int64(len(done)))
 	for i, f := range failures {
 		r.failed.Add(1)
@@ -454,7 +533,6 @@ func (r *Relay) settle(ctx context.Context, claimed []row, done []int64, failure
 			slog.String("ordering_key", f.key), slog.Int("attempts", f.attempts+1),
 			slog.Duration("retry_in", delays[i]), slog.Any("error", f.err))
 	}
-	return nil
 }
 
 // Pending counts the rows not yet published.

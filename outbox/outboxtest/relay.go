@@ -239,11 +239,12 @@ func testOrderingConcurrentWriters(t *testing.T, url string) {
 }
 
 // testRestartMidBatch kills a relay between publishing and marking: its
-// publisher confirms part of a batch, then the database goes away (the
-// process died) before the relay marks anything. A relay started again
-// (with the same ID at once, with another ID once the lease ended)
-// publishes every row, those already published again — at-least-once —
-// and each key in commit order.
+// publisher confirms part of a batch, then its database connections go
+// away (the process died) before the relay marks anything. A relay started
+// again publishes every row, those already published again —
+// at-least-once — and each key in commit order. With leases (SQLite) a
+// relay with the same ID takes over at once and another once the lease
+// ended; on PostgreSQL the rows' locks died with the connections.
 func testRestartMidBatch(t *testing.T, url string) {
 	tests := []struct {
 		name    string
@@ -271,8 +272,19 @@ func testRestartMidBatch(t *testing.T, url string) {
 			// The first relay claims 30 of the 50 rows; its publisher
 			// confirms them in one Publish call, after which the database
 			// is closed, so the relay can mark nothing.
+			killer := open(t, url)
 			var once sync.Once
-			first := &recorder{after: func() { once.Do(func() { _ = crashed.Close() }) }}
+			die := func() {
+				if crashed.Dialect() == outbox.Postgres {
+					// The process is gone, and its connections with it.
+					if _, err := killer.SQL().Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+						WHERE datname = current_database() AND pid <> pg_backend_pid()`); err != nil {
+						t.Error(err)
+					}
+				}
+				_ = crashed.Close()
+			}
+			first := &recorder{after: func() { once.Do(die) }}
 			t.Cleanup(func() { _ = crashed.Close() })
 			r1 := outbox.NewRelay(crashed, first, outbox.RelayConfig{ID: "r1", Lease: tt.lease, Concurrency: 1, BatchSize: 30}, nil)
 			if _, err := r1.Pass(context.Background()); err == nil {
