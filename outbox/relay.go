@@ -290,7 +290,10 @@ func (r *Relay) lockBatch(ctx context.Context, tx *sql.Tx) ([]row, error) {
 			WHERE o.ordering_key = heads.ordering_key AND ` + freeRow + `
 			ORDER BY o.id LIMIT ? FOR UPDATE SKIP LOCKED) k
 		ORDER BY k.id LIMIT ?`
-	rs, err := tx.QueryContext(ctx, r.db.Rebind(q), now, now, id, n, now, id, n, n)
+	// Planned for its arguments at every pass (an unnamed statement): a
+	// cached generic plan, made while the table was small, would scan the
+	// whole backlog once it has grown.
+	rs, err := tx.QueryContext(ctx, r.db.Rebind(q), pgx.QueryExecModeExec, now, now, id, n, now, id, n, n)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
@@ -471,16 +474,13 @@ func (r *Relay) settlement(claimed []row, done []int64, failures []failure, h ho
 	var stmts []stmt
 	if len(done) > 0 {
 		var args []any
-		q := `DELETE FROM troupe_outbox WHERE ` + owner + `id IN (` + placeholders(len(done)) + `)`
+		in, ids := r.inIDs(done)
+		q := `DELETE FROM troupe_outbox WHERE ` + owner + `id ` + in
 		if r.cfg.Retention > 0 {
-			q = `UPDATE troupe_outbox SET published_at = ?, locked_by = NULL, locked_until = NULL WHERE ` + owner + `id IN (` + placeholders(len(done)) + `)`
+			q = `UPDATE troupe_outbox SET published_at = ?, locked_by = NULL, locked_until = NULL WHERE ` + owner + `id ` + in
 			args = append(args, now)
 		}
-		args = append(args, owned...)
-		for _, id := range done {
-			args = append(args, id)
-		}
-		stmts = append(stmts, stmt{q, args})
+		stmts = append(stmts, stmt{q, slices.Concat(args, owned, ids)})
 	}
 	delays := make([]time.Duration, len(failures))
 	for i, f := range failures {
@@ -511,6 +511,20 @@ func (r *Relay) settlement(claimed []row, done []int64, failures []failure, h ho
 		stmts = append(stmts, stmt{`DELETE FROM troupe_outbox WHERE published_at IS NOT NULL AND published_at < ?`, []any{now.Add(-r.cfg.Retention)}})
 	}
 	return stmts, delays
+}
+
+// inIDs returns "IN (?, ...)" and its arguments for ids; on PostgreSQL
+// "= ANY(?)" and one array, so that the statement's text, and its cached
+// prepared statement, do not change with the number of ids.
+func (r *Relay) inIDs(ids []int64) (string, []any) {
+	if r.db.dialect == Postgres {
+		return "= ANY(?)", []any{ids}
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	return "IN (" + placeholders(len(ids)) + ")", args
 }
 
 // execAll runs stmts in tx.
