@@ -214,16 +214,10 @@ func testOrderingConcurrentWriters(t *testing.T, url string) {
 		})
 	}
 	wg.Wait()
-	deadline := time.Now().Add(30 * time.Second)
-	for len(rec.snapshot()) < total {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d committed events published", len(rec.snapshot()), total)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n, err := db.Pending(context.Background()); err != nil || n != 0 {
-		t.Fatalf("%d rows pending (%v)", n, err)
-	}
+	poll(t, fmt.Sprintf("%d committed events published and settled", total), func() bool {
+		n, err := db.Pending(context.Background())
+		return err == nil && n == 0 && len(rec.snapshot()) >= total
+	})
 	got := map[string][]string{}
 	for _, m := range rec.snapshot() {
 		got[m.Metadata.Get("key")] = append(got[m.Metadata.Get("key")], m.UUID)
