@@ -227,14 +227,13 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	stmts, delays := r.settlement(rows, done, failures, leased)
-	var err2 error
-	if len(stmts) == 1 {
-		_, err2 = r.db.db.ExecContext(sctx, r.db.Rebind(stmts[0].q), stmts[0].args...)
+	if len(stmts) == 1 { // one statement needs no transaction
+		_, err = r.db.db.ExecContext(sctx, r.db.Rebind(stmts[0].q), stmts[0].args...)
 	} else {
-		err2 = r.db.InTx(sctx, func(tx *Tx) error { return execAll(sctx, tx.Tx, r.db, stmts) })
+		err = r.db.InTx(sctx, func(tx *Tx) error { return execAll(sctx, tx.Tx, r.db, stmts) })
 	}
-	if err2 != nil {
-		return len(rows), fmt.Errorf("outbox: settle: %w", err2)
+	if err != nil {
+		return len(rows), fmt.Errorf("outbox: settle: %w", err)
 	}
 	r.settled(ctx, done, failures, delays)
 	return len(rows), nil
