@@ -2,7 +2,10 @@ package handlers_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"math"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -23,6 +26,10 @@ func runTxScenarios(t *testing.T, busURL string, dbURL func(t *testing.T) string
 		t.Parallel()
 		txScenarioRollback(t, newFixture(t, busURL), dbURL(t))
 	})
+	t.Run("UnencodableEventFailsTheTransaction", func(t *testing.T) {
+		t.Parallel()
+		txScenarioUnencodable(t, newFixture(t, busURL), dbURL(t))
+	})
 	t.Run("NeedsDB", func(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t, busURL)
@@ -32,6 +39,39 @@ func runTxScenarios(t *testing.T, busURL string, dbURL func(t *testing.T) string
 			t.Fatal("HandleTx without WithDB accepted")
 		}
 	})
+}
+
+// ratioComputed cannot be encoded as JSON when its ratio is NaN.
+type ratioComputed struct {
+	OrderID string  `json:"order_id"`
+	Ratio   float64 `json:"ratio"`
+}
+
+func (ratioComputed) EventName() string { return "ratio.computed" }
+
+// txScenarioUnencodable emits, in the transaction that writes a charge, an
+// event the codec cannot encode: EmitTx returns the codec's error, named,
+// and the transaction rolls back: no charge, no outbox row.
+func txScenarioUnencodable(t *testing.T, f *fixture, dbURL string) {
+	ctx := context.Background()
+	db := openDB(t, dbURL)
+	em := f.router().Emitter()
+	err := db.InTx(ctx, func(tx *outbox.Tx) error {
+		if err := chargeTx(ctx, tx, OrderPlaced{OrderID: "7", Amount: 10}); err != nil {
+			return err
+		}
+		return em.EmitTx(ctx, tx, ratioComputed{OrderID: "7", Ratio: math.NaN()})
+	})
+	var unsupported *json.UnsupportedValueError
+	if !errors.As(err, &unsupported) || !strings.HasPrefix(err.Error(), "handlers: encode ratio.computed: ") {
+		t.Fatalf("InTx returned %v, want the codec's error naming the event", err)
+	}
+	if n := charges(t, db, "7"); n != 0 {
+		t.Fatalf("the charge committed without its event (%d rows)", n)
+	}
+	if n, err := db.Pending(ctx); err != nil || n != 0 {
+		t.Fatalf("%d outbox rows (%v)", n, err)
+	}
 }
 
 func openDB(t *testing.T, url string) *outbox.DB {

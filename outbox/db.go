@@ -73,11 +73,19 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	return open(ctx, SQLite, "sqlite", "file:"+path+"?"+q.Encode())
 }
 
+// maxIdleConns is how many idle connections a DB keeps for reuse.
+const maxIdleConns = 32
+
 func open(ctx context.Context, d Dialect, driver, dsn string) (*DB, error) {
 	sqldb, err := sql.Open(driver, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: open %s: %w", d, err)
 	}
+	// database/sql keeps 2 idle connections by default: a service with
+	// more concurrent transactions (handlers, a relay claiming while it
+	// settles) would open and close a connection for most of them.
+	sqldb.SetMaxIdleConns(maxIdleConns)
+	sqldb.SetConnMaxIdleTime(5 * time.Minute)
 	db := &DB{db: sqldb, dialect: d, dsn: dsn}
 	if err := db.migrateRetryingBusy(ctx); err != nil {
 		sqldb.Close()

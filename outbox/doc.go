@@ -6,6 +6,8 @@
 // idempotency key) of the message it handles together with its own writes,
 // so a redelivered duplicate finds its claim and is skipped.
 //
-// The transactional outbox (events written in the same transaction and
-// published by a relay) is the next part of this package.
+// The transactional outbox: [Tx.Add] writes an event in the same
+// transaction as the state change that caused it, and a [Relay] publishes
+// committed events in commit order per ordering key, at least once, with
+// the broker's confirms (docs/outbox.md).
 package outbox

@@ -68,6 +68,14 @@ var migrations = []migration{
 			`CREATE INDEX troupe_outbox_published ON troupe_outbox (published_at) WHERE published_at IS NOT NULL`,
 		},
 	},
+	{
+		// The relay walks the unpublished rows in id order and stops after
+		// a batch of ordering-key heads: without this index PostgreSQL
+		// reads and sorts every unpublished row on each claim.
+		version:  3,
+		sqlite:   []string{`CREATE INDEX troupe_outbox_unpublished ON troupe_outbox (id) WHERE published_at IS NULL`},
+		postgres: []string{`CREATE INDEX troupe_outbox_unpublished ON troupe_outbox (id) WHERE published_at IS NULL`},
+	},
 }
 
 // migrationLock is the PostgreSQL advisory lock key that serializes

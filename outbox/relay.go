@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -27,8 +29,11 @@ type RelayConfig struct {
 	ID string
 	// BatchSize is the most rows claimed at once; 256 when 0.
 	BatchSize int
-	// Lease is how long claimed rows stay the relay's; a relay that dies
-	// hands its rows over when the lease ends. 30 s when 0.
+	// Lease is how long claimed rows stay the relay's; 30 s when 0. On
+	// SQLite a relay that dies hands its rows over when the lease ends; on
+	// PostgreSQL the rows are held by the locks of the pass's transaction,
+	// which a relay that dies loses at once, and Lease bounds that
+	// transaction.
 	Lease time.Duration
 	// PollInterval is the fallback wake-up when no commit signal came; 1 s
 	// when 0.
@@ -74,9 +79,11 @@ type RelayStats struct {
 // with the publisher's confirms, then deletes (or marks) them. It is woken
 // at commit — in process by the DB, across processes by PostgreSQL's
 // LISTEN/NOTIFY — and polls as a fallback. Several relays may share a
-// database: a relay leases the head of an ordering key before publishing
-// it, so two relays never publish one row at the same time, and a relay
-// that dies hands its rows over when its lease ends. A relay killed between
+// database: a relay holds the head of an ordering key while it publishes
+// the key's rows (PostgreSQL: a row lock taken FOR UPDATE SKIP LOCKED in
+// the pass's transaction; SQLite: a lease), so two relays never publish
+// one row at the same time, and a relay that dies hands its rows over (at
+// once on PostgreSQL, when the lease ends on SQLite). A relay killed between
 // publishing and marking publishes those rows again: delivery is
 // at-least-once and the consumers' idempotency keys make it harmless.
 type Relay struct {
@@ -103,7 +110,7 @@ func (r *Relay) Stats() RelayStats {
 }
 
 // Run relays until ctx ends; it returns nil then. Errors of the database
-// or the broker are logged and retried.
+// or the broker are logged and retried. Blocking; call it once per Relay.
 func (r *Relay) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -114,6 +121,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	backoff := r.cfg.RetryInitial
 	for {
 		local := r.db.changed.wait() // before the pass, so no commit is missed
+		select {
+		case <-remote: // a commit notified before this pass: the pass sees it
+		default:
+		}
 		n, err := r.Pass(ctx)
 		switch {
 		case ctx.Err() != nil:
@@ -138,6 +149,20 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-time.After(r.cfg.PollInterval):
 		}
 	}
+}
+
+// settleTimeout bounds settling a batch once the relay is stopping.
+const settleTimeout = 10 * time.Second
+
+// publishUnlessStopped publishes claimed rows; when ctx ended meanwhile,
+// the rows it did not publish are not counted as refused (they are
+// released).
+func (r *Relay) publishUnlessStopped(ctx context.Context, rows []row) ([]int64, []failure) {
+	done, failures := r.publish(ctx, rows)
+	if ctx.Err() != nil {
+		failures = nil
+	}
+	return done, failures
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -185,68 +210,146 @@ type row struct {
 }
 
 // Pass claims a batch of rows, publishes them and settles them; it returns
-// the number claimed. Run calls it in a loop; tests call it directly.
+// the number claimed. Run calls it in a loop; tests call it directly. Rows
+// the broker confirmed are settled even when ctx ends meanwhile (for at
+// most settleTimeout); rows left unpublished because ctx ended are
+// released, not counted as refused.
 func (r *Relay) Pass(ctx context.Context) (int, error) {
+	if r.db.dialect == Postgres {
+		return r.passLocked(ctx)
+	}
 	rows, err := r.claim(ctx)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
 	r.claims.Add(1)
-	done, failures := r.publish(ctx, rows)
-	return len(rows), r.settle(ctx, done, failures)
+	done, failures := r.publishUnlessStopped(ctx, rows)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	stmts, delays := r.settlement(rows, done, failures, leased)
+	if len(stmts) == 1 { // one statement needs no transaction
+		_, err = r.db.db.ExecContext(sctx, r.db.Rebind(stmts[0].q), stmts[0].args...)
+	} else {
+		err = r.db.InTx(sctx, func(tx *Tx) error { return execAll(sctx, tx.Tx, r.db, stmts) })
+	}
+	if err != nil {
+		return len(rows), fmt.Errorf("outbox: settle: %w", err)
+	}
+	r.settled(ctx, done, failures, delays)
+	return len(rows), nil
 }
 
-// claim leases up to BatchSize rows whose ordering keys it can take: a key
-// is free when its oldest unpublished row (its head) is due and not leased
-// by another relay. Holding a key's head keeps other relays off the key's
-// later rows, which keeps each key in order.
-func (r *Relay) claim(ctx context.Context) ([]row, error) {
-	now := time.Now().UTC()
-	lock := ""
-	if r.db.dialect == Postgres {
-		lock = " FOR UPDATE SKIP LOCKED"
+// passLocked is a pass on PostgreSQL. One transaction locks the batch
+// (FOR UPDATE SKIP LOCKED), holds the locks while the rows are published,
+// then deletes (or marks) them and commits. A relay claiming meanwhile
+// skips the locked heads, and with them their keys; a relay that dies
+// loses its connection and with it its locks, so its rows are free at
+// once, and those it had published are published again.
+func (r *Relay) passLocked(ctx context.Context) (int, error) {
+	// The transaction outlives ctx, to settle what the broker confirmed.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Lease)
+	defer cancel()
+	tx, err := r.db.db.BeginTx(tctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("outbox: claim: %w", err)
 	}
-	q := `SELECT o.id, o.message_id, o.topic, o.ordering_key, o.payload, o.metadata, o.attempts, o.created_at
-		FROM troupe_outbox o
-		WHERE o.published_at IS NULL
-		  AND (o.locked_until IS NULL OR o.locked_until < ? OR o.locked_by = ?)
-		  AND o.ordering_key IN (
-			SELECT h.ordering_key FROM troupe_outbox h
-			WHERE h.published_at IS NULL
-			  AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= ?)
-			  AND (h.locked_until IS NULL OR h.locked_until < ? OR h.locked_by = ?)
-			  AND NOT EXISTS (SELECT 1 FROM troupe_outbox e
-				WHERE e.ordering_key = h.ordering_key AND e.published_at IS NULL AND e.id < h.id)
-			ORDER BY h.id LIMIT ?` + lock + `)
-		ORDER BY o.id LIMIT ?`
-	var rows []row
-	err := r.db.InTx(ctx, func(tx *Tx) error {
-		rs, err := tx.QueryContext(ctx, r.db.Rebind(q), now, r.cfg.ID, now, now, r.cfg.ID, r.cfg.BatchSize, r.cfg.BatchSize)
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		for rs.Next() {
-			var w row
-			if err := rs.Scan(&w.id, &w.messageID, &w.topic, &w.key, &w.payload, &w.metadata, &w.attempts, &w.createdAt); err != nil {
-				return err
-			}
-			rows = append(rows, w)
-		}
-		if err := rs.Err(); err != nil || len(rows) == 0 {
-			return err
-		}
-		ids := make([]any, 0, len(rows)+2)
-		ids = append(ids, r.cfg.ID, now.Add(r.cfg.Lease))
-		for _, w := range rows {
-			ids = append(ids, w.id)
-		}
-		_, err = tx.Exec(ctx, `UPDATE troupe_outbox SET locked_by = ?, locked_until = ? WHERE id IN (`+placeholders(len(rows))+`)`, ids...)
-		return err
-	})
+	defer func() { _ = tx.Rollback() }() // after Commit: sql.ErrTxDone, ignored
+	rows, err := r.lockBatch(ctx, tx)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	r.claims.Add(1)
+	done, failures := r.publishUnlessStopped(ctx, rows)
+	sctx, scancel := context.WithTimeout(tctx, settleTimeout)
+	defer scancel()
+	stmts, delays := r.settlement(rows, done, failures, locked)
+	if err := execAll(sctx, tx, r.db, stmts); err != nil {
+		return len(rows), fmt.Errorf("outbox: settle: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return len(rows), fmt.Errorf("outbox: settle: %w", err)
+	}
+	r.settled(ctx, done, failures, delays)
+	return len(rows), nil
+}
+
+// lockBatch selects and locks, in tx, up to BatchSize rows whose ordering
+// keys are free: the key's head (its oldest unpublished row) is due and
+// neither locked nor leased by another relay. It walks the unpublished
+// rows in id order and stops after BatchSize heads, so its cost follows
+// the batch, not the backlog; the rows of each head's key come through
+// the (ordering_key, id) index, whatever the table's statistics say.
+func (r *Relay) lockBatch(ctx context.Context, tx *sql.Tx) ([]row, error) {
+	now := time.Now().UTC()
+	id, n := r.cfg.ID, r.cfg.BatchSize
+	q := `WITH heads AS (` + headsQuery + ` FOR UPDATE SKIP LOCKED)
+		SELECT k.id, k.message_id, k.topic, k.ordering_key, k.payload, k.metadata, k.attempts, k.created_at
+		FROM heads, LATERAL (
+			SELECT o.* FROM troupe_outbox o
+			WHERE o.ordering_key = heads.ordering_key AND ` + freeRow + `
+			ORDER BY o.id LIMIT ? FOR UPDATE SKIP LOCKED) k
+		ORDER BY k.id LIMIT ?`
+	// Planned for its arguments at every pass (an unnamed statement): a
+	// cached generic plan, made while the table was small, would scan the
+	// whole backlog once it has grown.
+	rs, err := tx.QueryContext(ctx, r.db.Rebind(q), pgx.QueryExecModeExec, now, now, id, n, now, id, n, n)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: claim: %w", err)
 	}
+	return scanRows(rs)
+}
+
+// headsQuery selects the ordering keys whose head is due and not leased by
+// another relay, oldest first. Arguments: now, now, relay ID, limit.
+const headsQuery = `SELECT h.ordering_key FROM troupe_outbox h
+	WHERE h.published_at IS NULL
+	  AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= ?)
+	  AND (h.locked_until IS NULL OR h.locked_until < ? OR h.locked_by = ?)
+	  AND NOT EXISTS (SELECT 1 FROM troupe_outbox e
+		WHERE e.ordering_key = h.ordering_key AND e.published_at IS NULL AND e.id < h.id)
+	ORDER BY h.id LIMIT ?`
+
+// freeRow is an unpublished row of alias o not leased by another relay.
+// Arguments: now, relay ID.
+const freeRow = `o.published_at IS NULL AND (o.locked_until IS NULL OR o.locked_until < ? OR o.locked_by = ?)`
+
+// claim leases up to BatchSize rows (SQLite) whose ordering keys it can
+// take: a key is free when its head is due and not leased by another
+// relay. Holding a key's head keeps other relays off the key's later rows,
+// which keeps each key in order. It is one statement: an UPDATE that
+// leases the rows it selects and returns them; SQLite runs one writer at a
+// time, so two relays' claims never overlap.
+func (r *Relay) claim(ctx context.Context) ([]row, error) {
+	now := time.Now().UTC()
+	id, n := r.cfg.ID, r.cfg.BatchSize
+	q := `UPDATE troupe_outbox SET locked_by = ?, locked_until = ?
+		WHERE id IN (
+			SELECT o.id FROM troupe_outbox o
+			WHERE ` + freeRow + ` AND o.ordering_key IN (` + headsQuery + `)
+			ORDER BY o.id LIMIT ?)
+		RETURNING id, message_id, topic, ordering_key, payload, metadata, attempts, created_at`
+	rs, err := r.db.db.QueryContext(ctx, q, id, now.Add(r.cfg.Lease), now, id, now, now, id, n, n)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: claim: %w", err)
+	}
+	return scanRows(rs)
+}
+
+// scanRows reads claimed rows and closes rs; they come back in id order.
+func scanRows(rs *sql.Rows) ([]row, error) {
+	defer rs.Close()
+	var rows []row
+	for rs.Next() {
+		var w row
+		if err := rs.Scan(&w.id, &w.messageID, &w.topic, &w.key, &w.payload, &w.metadata, &w.attempts, &w.createdAt); err != nil {
+			return nil, fmt.Errorf("outbox: claim: %w", err)
+		}
+		rows = append(rows, w)
+	}
+	if err := errors.Join(rs.Err(), rs.Close()); err != nil {
+		return nil, fmt.Errorf("outbox: claim: %w", err)
+	}
+	slices.SortFunc(rows, func(a, b row) int { return cmp.Compare(a.id, b.id) })
 	return rows, nil
 }
 
@@ -341,50 +444,108 @@ func endSpans(spans []trace.Span, err error) {
 	}
 }
 
-// settle marks published rows (deleting them without retention) and
-// schedules refused ones for a retry with backoff; every lease is
-// released. Only rows still leased by this relay are touched.
-func (r *Relay) settle(ctx context.Context, done []int64, failures []failure) error {
+// hold is how a batch's rows are kept from other relays.
+type hold uint8
+
+const (
+	leased hold = iota + 1 // locked_by / locked_until (SQLite)
+	locked                 // row locks of the pass's transaction (PostgreSQL)
+)
+
+// stmt is a statement with ? placeholders and its arguments.
+type stmt struct {
+	q    string
+	args []any
+}
+
+// settlement returns the statements that settle a batch: published rows
+// are deleted (or, with Retention, marked); refused ones are scheduled
+// for a retry with backoff (the delays are returned); leased rows neither
+// published nor refused (after a refused row of their key) are released.
+// Only rows still leased by this relay are touched (with hold locked, the
+// transaction's locks already guarantee it).
+func (r *Relay) settlement(claimed []row, done []int64, failures []failure, h hold) ([]stmt, []time.Duration) {
 	now := time.Now().UTC()
-	return r.db.InTx(ctx, func(tx *Tx) error {
-		if len(done) > 0 {
-			args := make([]any, 0, len(done)+2)
-			q := `DELETE FROM troupe_outbox WHERE locked_by = ? AND id IN (` + placeholders(len(done)) + `)`
-			if r.cfg.Retention > 0 {
-				q = `UPDATE troupe_outbox SET published_at = ?, locked_by = NULL, locked_until = NULL WHERE locked_by = ? AND id IN (` + placeholders(len(done)) + `)`
-				args = append(args, now)
-			}
-			args = append(args, r.cfg.ID)
-			for _, id := range done {
-				args = append(args, id)
-			}
-			if _, err := tx.Exec(ctx, q, args...); err != nil {
-				return err
-			}
-			r.published.Add(int64(len(done)))
+	owner, owned := `locked_by = ? AND `, []any{r.cfg.ID}
+	if h == locked {
+		owner, owned = "", nil
+	}
+	var stmts []stmt
+	if len(done) > 0 {
+		var args []any
+		in, ids := r.inIDs(done)
+		q := `DELETE FROM troupe_outbox WHERE ` + owner + `id ` + in
+		if r.cfg.Retention > 0 {
+			q = `UPDATE troupe_outbox SET published_at = ?, locked_by = NULL, locked_until = NULL WHERE ` + owner + `id ` + in
+			args = append(args, now)
+		}
+		stmts = append(stmts, stmt{q, slices.Concat(args, owned, ids)})
+	}
+	delays := make([]time.Duration, len(failures))
+	for i, f := range failures {
+		delays[i] = min(r.cfg.RetryInitial<<min(f.attempts, 20), r.cfg.RetryMax)
+		stmts = append(stmts, stmt{`UPDATE troupe_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, locked_by = NULL, locked_until = NULL
+			WHERE ` + owner + `id = ?`, slices.Concat([]any{now.Add(delays[i]), f.err.Error()}, owned, []any{f.id})})
+	}
+	if h == leased {
+		settled := make(map[int64]bool, len(done)+len(failures))
+		for _, id := range done {
+			settled[id] = true
 		}
 		for _, f := range failures {
-			delay := min(r.cfg.RetryInitial<<min(f.attempts, 20), r.cfg.RetryMax)
-			if _, err := tx.Exec(ctx, `UPDATE troupe_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?
-				WHERE id = ? AND locked_by = ?`, now.Add(delay), f.err.Error(), f.id, r.cfg.ID); err != nil {
-				return err
+			settled[f.id] = true
+		}
+		var rest []any
+		for _, w := range claimed {
+			if !settled[w.id] {
+				rest = append(rest, w.id)
 			}
-			r.failed.Add(1)
-			r.logger.LogAttrs(ctx, slog.LevelWarn, "outbox: broker refused a message; retrying later",
-				slog.String("message_id", f.messageID), slog.String("topic", f.topic),
-				slog.Int("attempts", f.attempts+1), slog.Duration("retry_in", delay), slog.Any("error", f.err))
 		}
-		// Release what this relay still holds (the rest of refused keys).
-		if _, err := tx.Exec(ctx, `UPDATE troupe_outbox SET locked_by = NULL, locked_until = NULL
-			WHERE locked_by = ? AND published_at IS NULL`, r.cfg.ID); err != nil {
+		if len(rest) > 0 {
+			stmts = append(stmts, stmt{`UPDATE troupe_outbox SET locked_by = NULL, locked_until = NULL
+				WHERE locked_by = ? AND id IN (` + placeholders(len(rest)) + `)`, append([]any{r.cfg.ID}, rest...)})
+		}
+	}
+	if r.cfg.Retention > 0 {
+		stmts = append(stmts, stmt{`DELETE FROM troupe_outbox WHERE published_at IS NOT NULL AND published_at < ?`, []any{now.Add(-r.cfg.Retention)}})
+	}
+	return stmts, delays
+}
+
+// inIDs returns "IN (?, ...)" and its arguments for ids; on PostgreSQL
+// "= ANY(?)" and one array, so that the statement's text, and its cached
+// prepared statement, do not change with the number of ids.
+func (r *Relay) inIDs(ids []int64) (string, []any) {
+	if r.db.dialect == Postgres {
+		return "= ANY(?)", []any{ids}
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	return "IN (" + placeholders(len(ids)) + ")", args
+}
+
+// execAll runs stmts in tx.
+func execAll(ctx context.Context, tx *sql.Tx, db *DB, stmts []stmt) error {
+	for _, s := range stmts {
+		if _, err := tx.ExecContext(ctx, db.Rebind(s.q), s.args...); err != nil {
 			return err
 		}
-		if r.cfg.Retention > 0 {
-			_, err := tx.Exec(ctx, `DELETE FROM troupe_outbox WHERE published_at IS NOT NULL AND published_at < ?`, now.Add(-r.cfg.Retention))
-			return err
-		}
-		return nil
-	})
+	}
+	return nil
+}
+
+// settled counts and logs a batch once its settlement committed.
+func (r *Relay) settled(ctx context.Context, done []int64, failures []failure, delays []time.Duration) {
+	r.published.Add(int64(len(done)))
+	for i, f := range failures {
+		r.failed.Add(1)
+		r.logger.LogAttrs(ctx, slog.LevelWarn, "outbox: broker refused a message; retrying later",
+			slog.String("relay", r.cfg.ID), slog.String("message_id", f.messageID), slog.String("topic", f.topic),
+			slog.String("ordering_key", f.key), slog.Int("attempts", f.attempts+1),
+			slog.Duration("retry_in", delays[i]), slog.Any("error", f.err))
+	}
 }
 
 // Pending counts the rows not yet published.

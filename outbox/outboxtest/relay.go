@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -25,17 +26,24 @@ type recorder struct {
 	topics    []string
 	inFlight  map[string]bool
 	overlap   []string
+	tries     map[string]int // Publish calls per message id, refused or not
 	refuse    string
 	failAfter int // fail every publish once this many were recorded; 0: never
 	delay     time.Duration
+	after     func() // called after each Publish call, outside the lock
 }
 
 func (r *recorder) Publish(topic string, msgs ...*message.Message) error {
+	if r.after != nil {
+		defer r.after()
+	}
 	for _, m := range msgs {
 		r.mu.Lock()
 		if r.inFlight == nil {
 			r.inFlight = map[string]bool{}
+			r.tries = map[string]int{}
 		}
+		r.tries[m.UUID]++
 		if r.inFlight[m.UUID] {
 			r.overlap = append(r.overlap, m.UUID)
 		}
@@ -60,6 +68,18 @@ func (r *recorder) Publish(topic string, msgs ...*message.Message) error {
 func (r *recorder) Close() error { return nil }
 
 var errRefused = errors.New("broker refused")
+
+func (r *recorder) setRefuse(topic string) {
+	r.mu.Lock()
+	r.refuse = topic
+	r.mu.Unlock()
+}
+
+func (r *recorder) triesOf(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tries[id]
+}
 
 func (r *recorder) snapshot() []*message.Message {
 	r.mu.Lock()
@@ -103,8 +123,12 @@ func drainAll(t *testing.T, relay *outbox.Relay, db *outbox.DB) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d rows still pending", n)
 		}
-		if _, err := relay.Pass(context.Background()); err != nil {
+		n, err = relay.Pass(context.Background())
+		if err != nil {
 			t.Fatal(err)
+		}
+		if n == 0 {
+			time.Sleep(5 * time.Millisecond) // rows leased by another relay: poll
 		}
 	}
 }
@@ -135,64 +159,151 @@ func testAtomicity(t *testing.T, url string) {
 	}
 }
 
+// testOrderingConcurrentWriters has writers on several keys commit (and
+// roll back) while a relay runs: the relay publishes exactly the committed
+// events, each key's in commit order.
 func testOrderingConcurrentWriters(t *testing.T, url string) {
 	db := open(t, url)
+	rec := &recorder{}
+	relay := outbox.NewRelay(db, rec, outbox.RelayConfig{BatchSize: 7, PollInterval: 10 * time.Millisecond}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var relayWG sync.WaitGroup
+	relayWG.Go(func() { _ = relay.Run(ctx) })
+	defer func() { cancel(); relayWG.Wait() }()
+
+	const keys = 4
 	var seq atomic.Int64
-	var wg sync.WaitGroup
+	var keyMu [keys]sync.Mutex // commits of one key in a known order; keys in parallel
 	var mu sync.Mutex
 	committed := map[string][]string{} // key -> ids in commit order
+	total := 0
+	boom := errors.New("rolled back")
+	var wg sync.WaitGroup
 	for w := range 6 {
 		wg.Go(func() {
 			for i := range 20 {
-				key := fmt.Sprintf("k%d", (w+i)%4)
-				mu.Lock() // commit order per key = the order recorded here
-				ids := add(t, db, "evt", key, 1+i%3, &seq)
-				committed[key] = append(committed[key], ids...)
-				mu.Unlock()
+				k := (w + i) % keys
+				key := fmt.Sprintf("k%d", k)
+				keyMu[k].Lock()
+				var ids []string
+				err := db.InTx(context.Background(), func(tx *outbox.Tx) error {
+					for range 1 + i%3 {
+						id := fmt.Sprintf("%s-%d", key, seq.Add(1))
+						m := message.NewMessage(id, []byte(id))
+						m.Metadata.Set("key", key)
+						if err := tx.Add(context.Background(), "evt", key, m); err != nil {
+							return err
+						}
+						ids = append(ids, id)
+					}
+					if i%5 == 4 {
+						return boom
+					}
+					return nil
+				})
+				if err == nil {
+					mu.Lock()
+					committed[key] = append(committed[key], ids...)
+					total += len(ids)
+					mu.Unlock()
+				} else if !errors.Is(err, boom) {
+					t.Error(err)
+				}
+				keyMu[k].Unlock()
 			}
 		})
 	}
-	rec := &recorder{}
-	relay := outbox.NewRelay(db, rec, outbox.RelayConfig{BatchSize: 7}, nil)
 	wg.Wait()
-	drainAll(t, relay, db)
+	poll(t, fmt.Sprintf("%d committed events published and settled", total), func() bool {
+		n, err := db.Pending(context.Background())
+		return err == nil && n == 0 && len(rec.snapshot()) >= total
+	})
 	got := map[string][]string{}
 	for _, m := range rec.snapshot() {
 		got[m.Metadata.Get("key")] = append(got[m.Metadata.Get("key")], m.UUID)
 	}
+	if len(got) != len(committed) {
+		t.Fatalf("published keys %d, committed keys %d", len(got), len(committed))
+	}
 	for k, ids := range committed {
 		if !slices.Equal(got[k], ids) {
-			t.Fatalf("key %s published %v, committed %v", k, got[k], ids)
+			t.Fatalf("key %s published %v, committed %v (rolled-back events must not appear)", k, got[k], ids)
 		}
 	}
 }
 
+// testRestartMidBatch kills a relay between publishing and marking: its
+// publisher confirms part of a batch, then its database connections go
+// away (the process died) before the relay marks anything. A relay started
+// again publishes every row, those already published again —
+// at-least-once — and each key in commit order. With leases (SQLite) a
+// relay with the same ID takes over at once and another once the lease
+// ended; on PostgreSQL the rows' locks died with the connections.
 func testRestartMidBatch(t *testing.T, url string) {
-	db := open(t, url)
-	var seq atomic.Int64
-	var want []string
-	for i := range 5 {
-		want = append(want, add(t, db, "evt", fmt.Sprintf("k%d", i), 10, &seq)...)
+	tests := []struct {
+		name    string
+		restart string        // ID of the relay that takes over
+		lease   time.Duration // the crashed relay's lease
+	}{
+		{"SameIDTakesOverAtOnce", "r1", time.Hour},
+		{"OtherRelayAfterTheLease", "r2", 300 * time.Millisecond},
 	}
-	// The first relay "crashes": its publisher fails after 17 messages and
-	// it never settles; its lease is short.
-	crashing := &recorder{failAfter: 17}
-	r1 := outbox.NewRelay(db, crashing, outbox.RelayConfig{ID: "r1", Lease: 200 * time.Millisecond}, nil)
-	if _, err := r1.Pass(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	rec := &recorder{}
-	r2 := outbox.NewRelay(db, rec, outbox.RelayConfig{ID: "r2"}, nil)
-	time.Sleep(250 * time.Millisecond) // r1's lease on anything it still holds ends
-	drainAll(t, r2, db)
-	seen := map[string]bool{}
-	for _, m := range append(crashing.snapshot(), rec.snapshot()...) {
-		seen[m.UUID] = true
-	}
-	for _, id := range want {
-		if !seen[id] {
-			t.Fatalf("%s never published", id)
-		}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Each case has its own topic in the one database.
+			topic := fmt.Sprintf("evt%d", i)
+			crashed, err := outbox.Open(context.Background(), url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var seq atomic.Int64
+			seq.Store(int64(1000 * i))
+			committed := map[string][]string{}
+			for k := range 5 {
+				key := fmt.Sprintf("c%d-k%d", i, k)
+				committed[key] = add(t, crashed, topic, key, 10, &seq)
+			}
+			// The first relay claims 30 of the 50 rows; its publisher
+			// confirms them in one Publish call, after which the database
+			// is closed, so the relay can mark nothing.
+			killer := open(t, url)
+			var once sync.Once
+			die := func() {
+				if crashed.Dialect() == outbox.Postgres {
+					// The process is gone, and its connections with it.
+					if _, err := killer.SQL().Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+						WHERE datname = current_database() AND pid <> pg_backend_pid()`); err != nil {
+						t.Error(err)
+					}
+				}
+				_ = crashed.Close()
+			}
+			first := &recorder{after: func() { once.Do(die) }}
+			t.Cleanup(func() { _ = crashed.Close() })
+			r1 := outbox.NewRelay(crashed, first, outbox.RelayConfig{ID: "r1", Lease: tt.lease, Concurrency: 1, BatchSize: 30}, nil)
+			if _, err := r1.Pass(context.Background()); err == nil {
+				t.Fatal("the crashed relay marked its batch")
+			}
+			published := len(first.snapshot())
+			if published != 30 {
+				t.Fatalf("the crashed relay published %d rows, want its batch of 30", published)
+			}
+
+			db := open(t, url)
+			rec := &recorder{}
+			r2 := outbox.NewRelay(db, rec, outbox.RelayConfig{ID: tt.restart}, nil)
+			drainAll(t, r2, db)
+			got := map[string][]string{}
+			for _, m := range rec.snapshot() {
+				got[m.Metadata.Get("key")] = append(got[m.Metadata.Get("key")], m.UUID)
+			}
+			for key, ids := range committed {
+				if !slices.Equal(got[key], ids) {
+					t.Fatalf("after the restart key %s published %v, committed %v", key, got[key], ids)
+				}
+			}
+			t.Logf("%d rows published before the crash, published again after it", published)
+		})
 	}
 }
 
@@ -242,32 +353,132 @@ func cmpID(id string) int {
 	return n
 }
 
+// testRefusedRowDoesNotBlockOtherKeys has the broker refuse one row (as
+// RabbitMQ returns an unroutable message published mandatory): the row is
+// retried after a backoff that doubles, counted in Stats().Failed and
+// logged each time; the later row of its key waits; other keys are
+// published at once; when the broker takes it, its key goes on in order.
 func testRefusedRowDoesNotBlockOtherKeys(t *testing.T, url string) {
+	const initial = 1500 * time.Millisecond
 	db := open(t, url)
 	var seq atomic.Int64
 	bad := add(t, db, "unroutable", "k-bad", 1, &seq)
 	after := add(t, db, "evt", "k-bad", 1, &seq) // same key: waits behind
 	good := add(t, db, "evt", "k-good", 3, &seq)
 	rec := &recorder{refuse: "unroutable"}
-	relay := outbox.NewRelay(db, rec, outbox.RelayConfig{RetryInitial: time.Hour}, nil)
+	logs := &logRecorder{}
+	relay := outbox.NewRelay(db, rec, outbox.RelayConfig{RetryInitial: initial, RetryMax: time.Minute}, slog.New(logs))
+	ctx := context.Background()
+
+	refusedAt := time.Now()
 	for range 3 {
-		if _, err := relay.Pass(context.Background()); err != nil {
+		if _, err := relay.Pass(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var got []string
-	for _, m := range rec.snapshot() {
-		got = append(got, m.UUID)
+	if time.Since(refusedAt) < initial { // else the backoff may have ended: nothing to check here
+		if got := ids(rec.snapshot()); !slices.Equal(got, good) {
+			t.Fatalf("published %v, want only the other key's %v", got, good)
+		}
+		if n := rec.triesOf(bad[0]); n != 1 {
+			t.Fatalf("refused row tried %d times within its backoff", n)
+		}
 	}
-	if !slices.Equal(got, good) {
-		t.Fatalf("published %v, want only %v", got, good)
+	if s := relay.Stats(); s.Failed < 1 {
+		t.Fatalf("stats %+v: the refusal is not counted", s)
 	}
-	if s := relay.Stats(); s.Failed != 1 {
-		t.Fatalf("stats %+v", s)
+	if n, _ := db.Pending(ctx); n != len(bad)+len(after) {
+		t.Fatalf("%d pending, want the refused row and the one behind it", n)
 	}
-	if n, _ := db.Pending(context.Background()); n != len(bad)+len(after) {
-		t.Fatalf("%d pending", n)
+
+	// The retry comes after the backoff, and is refused again.
+	poll(t, "second try", func() bool { _, err := relay.Pass(ctx); return err == nil && rec.triesOf(bad[0]) == 2 })
+	if d := time.Since(refusedAt); d < initial {
+		t.Fatalf("retried after %v, before the %v backoff", d, initial)
 	}
+	// The broker takes it now: the key goes on, in order, after 2×initial.
+	rec.setRefuse("")
+	poll(t, "published once routable", func() bool { _, err := relay.Pass(ctx); return err == nil && len(rec.snapshot()) == 5 })
+	if d := time.Since(refusedAt); d < 3*initial {
+		t.Fatalf("third try after %v, before the doubled backoff (%v in all)", d, 3*initial)
+	}
+	if got, want := ids(rec.snapshot()), slices.Concat(good, bad, after); !slices.Equal(got, want) {
+		t.Fatalf("published %v, want %v", got, want)
+	}
+	if s := relay.Stats(); s.Failed != 2 || s.Published != 5 {
+		t.Fatalf("stats %+v, want 2 failed and 5 published", s)
+	}
+	warned := logs.find(bad[0])
+	if len(warned) != 2 || warned[0].attempts != 1 || warned[1].attempts != 2 || warned[1].retryIn != 2*warned[0].retryIn {
+		t.Fatalf("warnings for the refused row: %+v, want attempts 1 and 2 with a doubled retry_in", warned)
+	}
+}
+
+func ids(msgs []*message.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.UUID
+	}
+	return out
+}
+
+// poll calls cond until it holds, failing after a deadline.
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after 30 s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// logRecorder is a slog.Handler keeping the relay's warnings.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+type warning struct {
+	attempts int64
+	retryIn  time.Duration
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, r.Clone())
+	return nil
+}
+
+// find returns the warnings naming message id.
+func (l *logRecorder) find(id string) []warning {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []warning
+	for _, r := range l.records {
+		var w warning
+		match := false
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "message_id":
+				match = a.Value.String() == id
+			case "attempts":
+				w.attempts = a.Value.Int64()
+			case "retry_in":
+				w.retryIn = a.Value.Duration()
+			}
+			return true
+		})
+		if match && r.Level == slog.LevelWarn {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 func testWokenAtCommit(t *testing.T, url string) {

@@ -13,7 +13,9 @@
 //     offsets adapters feeds the Forwarder, on a fresh PostgreSQL database.
 //     Its subscriber polls every 1 s (watermill-sql's default) when it finds
 //     nothing; a second forwarder run with a shorter poll (-fwd-poll) shows
-//     what tuning buys.
+//     what tuning buys. Its *sql.DB keeps 32 idle connections, as
+//     outbox.Open's does (database/sql's default of 2 would make most of
+//     the writers' transactions reconnect).
 //
 // All of them publish through the same Troupe AMQP publisher
 // (transport.Open(amqpURL).NewPublisher, persistent delivery, confirms) to
@@ -66,6 +68,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -138,7 +141,20 @@ func main() {
 	fwdPoll := flag.Duration("fwd-poll", 10*time.Millisecond, "poll interval of the extra tuned forwarder run (0 skips it; the main forwarder run keeps watermill-sql's default, 1 s)")
 	only := flag.String("only", "", "comma-separated subset of stores (troupe-sqlite,troupe-postgres,forwarder-postgres,forwarder-postgres-tuned)")
 	verbose := flag.Bool("v", false, "log the relay's and the forwarder's warnings and errors to stderr")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (writers, relays, forwarders) to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	amqpURL := os.Getenv(testutil.AMQPURLEnv)
 	pgURL := os.Getenv(testutil.PostgresURLEnv)
@@ -520,6 +536,11 @@ func openForwarder(ctx context.Context, baseURL string, poll time.Duration, pub 
 		drop()
 		return nil, err
 	}
+	// The same connection pool as outbox.Open's: database/sql's default
+	// (2 idle connections) would reconnect for most of the writers'
+	// transactions.
+	sqldb.SetMaxIdleConns(32)
+	sqldb.SetConnMaxIdleTime(5 * time.Minute)
 	var closers []func()
 	fail := func(err error) (*system, error) {
 		for _, c := range slices.Backward(closers) {
