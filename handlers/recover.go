@@ -67,7 +67,7 @@ func (r *Router) recoverability(reg registration, h message.HandlerFunc) message
 			<-ctx.Done()
 			return ctx.Err()
 		}
-		defer r.leave()
+		defer r.leave(msg)
 		ctx, span := tracing.StartProcess(ctx, msg, reg.queue)
 		outcome, cause, err := r.handle(ctx, reg, h, msg)
 		tracing.End(span, err)

@@ -157,6 +157,11 @@ type Router struct {
 	draining bool
 	drained  chan struct{} // closed when the last run in flight ends while draining
 	inflight int
+	// settling holds messages whose run ended but whose ack or nack
+	// watermill may not have sent yet (it acks after the handler
+	// returns); drain waits for them, so that shutdown never closes a
+	// subscription under an ack and requeues a finished message.
+	settling map[*message.Message]struct{}
 
 	handled, duplicates, retried, delayed, deadLettered atomic.Int64
 
@@ -269,11 +274,28 @@ func (r *Router) drain() {
 	}
 	drained := r.drained
 	r.mu.Unlock()
+	timeout := time.NewTimer(r.cfg.ShutdownTimeout)
+	defer timeout.Stop()
 	select {
 	case <-drained:
-	case <-time.After(r.cfg.ShutdownTimeout):
+	case <-timeout.C:
 		r.logger.Warn("handlers: shutdown timeout with runs in flight; they are cancelled and requeued",
 			slog.Duration("shutdown_timeout", r.cfg.ShutdownTimeout))
+		return
+	}
+	r.mu.Lock()
+	settling := make([]*message.Message, 0, len(r.settling))
+	for msg := range r.settling {
+		settling = append(settling, msg)
+	}
+	r.mu.Unlock()
+	for _, msg := range settling {
+		select {
+		case <-msg.Acked():
+		case <-msg.Nacked():
+		case <-timeout.C:
+			return
+		}
 	}
 }
 
@@ -288,12 +310,34 @@ func (r *Router) enter() bool {
 	return true
 }
 
-func (r *Router) leave() {
+// leave ends the run of msg, which watermill acks or nacks next.
+func (r *Router) leave(msg *message.Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.inflight--
+	for m := range r.settling {
+		if settled(m) {
+			delete(r.settling, m)
+		}
+	}
+	if r.settling == nil {
+		r.settling = map[*message.Message]struct{}{}
+	}
+	r.settling[msg] = struct{}{}
 	if r.draining && r.inflight == 0 {
 		close(r.drained)
+	}
+}
+
+// settled reports whether msg was acked or nacked.
+func settled(msg *message.Message) bool {
+	select {
+	case <-msg.Acked():
+		return true
+	case <-msg.Nacked():
+		return true
+	default:
+		return false
 	}
 }
 
