@@ -26,7 +26,7 @@ var webFiles embed.FS
 // PageConfig.JaegerURL is empty (the compose stack's).
 const DefaultJaegerUI = "http://localhost:16686"
 
-// PageConfig configures the live page.
+// PageConfig configures the live page (Stack.LivePage).
 type PageConfig struct {
 	// JaegerURL is the Jaeger UI's base URL: an order's trace is at
 	// JaegerURL/trace/<trace id>. DefaultJaegerUI when empty.
@@ -39,8 +39,9 @@ type PageConfig struct {
 	Logger *slog.Logger
 }
 
-// ParseJaegerURL checks a Jaeger UI base URL (absolute http or https)
-// and returns it without a trailing slash.
+// ParseJaegerURL checks a Jaeger UI base URL (absolute http or https,
+// without query or fragment) and returns it without a trailing slash.
+// Pure.
 func ParseJaegerURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -74,11 +75,11 @@ type LivePage struct {
 	orders map[string]orderSummary // what does not change, by order id
 }
 
-// orderSummary is what the page lists of an order besides its saga.
+// orderSummary is what the page lists of an order besides its saga; it
+// does not change, so it is read once.
 type orderSummary struct {
-	Customer string `json:"customer"`
-	Amount   int    `json:"amount"`
-	Status   string `json:"status"`
+	Customer string
+	Amount   int
 }
 
 // PageRow is one order of the page's list: the order and where its saga
@@ -104,8 +105,10 @@ type PageDetail struct {
 	TraceURL string        `json:"trace_url,omitempty"`
 }
 
-// LivePage returns the live page of this stack, or nil unless it runs
-// both the order service and the saga tracker (as `shop all` does).
+// LivePage returns the live page of this stack, or nil (and no error)
+// unless it runs both the order service and the saga tracker (as
+// `shop all` does). A bad JaegerURL is an error. Serve it at "GET /{$}"
+// and "/ui/", and give its Close to http.Server.RegisterOnShutdown.
 func (s *Stack) LivePage(cfg PageConfig) (*LivePage, error) {
 	if s.Order == nil || s.Tracker == nil {
 		return nil, nil
@@ -164,7 +167,9 @@ func (p *LivePage) serveIndex(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(p.index)
 }
 
-// Rows returns the most recently updated orders with their saga's state.
+// Rows returns the most recently updated orders (at most PageConfig.Limit)
+// with their saga's state, as the stream sends them. Safe for concurrent
+// use.
 func (p *LivePage) Rows(ctx context.Context) ([]PageRow, error) {
 	ins, err := p.stack.Tracker.Store().List(ctx, saga.Query{Saga: CheckoutSaga.Name, Limit: p.cfg.Limit})
 	if err != nil {
@@ -202,7 +207,7 @@ func (p *LivePage) summary(ctx context.Context, id string) (orderSummary, error)
 	if err != nil {
 		return orderSummary{}, err
 	}
-	return orderSummary{Customer: o.Customer, Amount: o.Amount, Status: o.Status}, nil
+	return orderSummary{Customer: o.Customer, Amount: o.Amount}, nil
 }
 
 // stream sends the list as an "orders" event now and whenever it changes,
