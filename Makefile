@@ -6,13 +6,13 @@ RACE_PKGS := ./broker/... ./internal/... ./transport/... ./handlers/... ./outbox
 # Packages with tests that need the real servers (files *_integration_test.go).
 INTEGRATION_PKGS = $(sort $(dir $(shell find . -name '*_integration_test.go' -not -path './.git/*')))
 
-.PHONY: all test unit race integration lint compose-check bench fuzz-smoke demo
+.PHONY: all test unit race integration browser-deps lint compose-check bench fuzz-smoke demo
 
 all: lint test
 
 ## test: everything — lint, the compose file's check, unit tests (no server),
 ## race detector, then the integration suites against real RabbitMQ and
-## PostgreSQL started on loopback.
+## PostgreSQL started on loopback (and the browser test, in headless Chromium).
 test: lint compose-check unit race integration
 
 unit:
@@ -21,7 +21,7 @@ unit:
 race:
 	$(GO) test -race -count=1 $(RACE_PKGS)
 
-integration:
+integration: browser-deps
 	bash scripts/with-servers.sh $(GO) test -count=1 -tags integration $(INTEGRATION_PKGS)
 
 lint:
@@ -29,6 +29,12 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
+
+## browser-deps: Debian's chromium for the browser test (the live page's,
+## examples/ecommerce/shop/browser_integration_test.go); installs it with
+## apt-get the first time, silent when it is there.
+browser-deps:
+	@bash scripts/browser-deps.sh
 
 ## compose-check: docker-compose.yml is a valid compose file (`docker-compose
 ## config -q`; installs Debian's docker-compose package the first time).

@@ -81,6 +81,12 @@ var migrations = []migration{{
 			UNIQUE (saga, id, message_id)
 		)`,
 	},
+}, {
+	// The trace of each entry's message (W3C trace id), for a link to the
+	// tracing UI.
+	version:  2,
+	sqlite:   []string{`ALTER TABLE troupe_saga_history ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''`},
+	postgres: []string{`ALTER TABLE troupe_saga_history ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''`},
 }}
 
 // migrationLock is the PostgreSQL advisory lock key that serializes

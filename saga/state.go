@@ -88,6 +88,10 @@ type Entry struct {
 	Actor string `json:"actor,omitempty"`
 	// Queue is the dead-letter queue of a dead letter.
 	Queue string `json:"queue,omitempty"`
+	// TraceID is the W3C trace id (32 hex digits) of the message's trace
+	// context (its traceparent), when it had one: the trace to look the
+	// entry up in a tracing UI.
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // Status is what Derive concludes from a history.

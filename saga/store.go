@@ -101,9 +101,9 @@ func (st *Store) record(ctx context.Context, tx *outbox.Tx, s *Saga, id string, 
 		before = Status{}
 	}
 	var seq int64
-	err = tx.QueryRow(ctx, `INSERT INTO troupe_saga_history (saga, id, at, recorded_at, kind, event, message_id, causation_id, step, meaning, error, actor, queue)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (saga, id, message_id) DO NOTHING RETURNING seq`,
-		s.Name, id, nanos(e.At), nanos(e.RecordedAt), string(e.Kind), e.Event, e.MessageID, e.CausationID, e.Step, e.Meaning, e.Error, e.Actor, e.Queue).Scan(&seq)
+	err = tx.QueryRow(ctx, `INSERT INTO troupe_saga_history (saga, id, at, recorded_at, kind, event, message_id, causation_id, step, meaning, error, actor, queue, trace_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (saga, id, message_id) DO NOTHING RETURNING seq`,
+		s.Name, id, nanos(e.At), nanos(e.RecordedAt), string(e.Kind), e.Event, e.MessageID, e.CausationID, e.Step, e.Meaning, e.Error, e.Actor, e.Queue, e.TraceID).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return before, before, false, nil
 	}
@@ -145,7 +145,7 @@ type querier interface {
 }
 
 func (st *Store) history(ctx context.Context, q querier, saga, id string) ([]Entry, error) {
-	rows, err := q.QueryContext(ctx, st.db.Rebind(`SELECT seq, at, recorded_at, kind, event, message_id, causation_id, step, meaning, error, actor, queue
+	rows, err := q.QueryContext(ctx, st.db.Rebind(`SELECT seq, at, recorded_at, kind, event, message_id, causation_id, step, meaning, error, actor, queue, trace_id
 		FROM troupe_saga_history WHERE saga = ? AND id = ? ORDER BY seq`), saga, id)
 	if err != nil {
 		return nil, fmt.Errorf("saga: history of %s: %w", id, err)
@@ -156,7 +156,7 @@ func (st *Store) history(ctx context.Context, q querier, saga, id string) ([]Ent
 		var e Entry
 		var at, rec int64
 		var kind string
-		if err := rows.Scan(&e.Seq, &at, &rec, &kind, &e.Event, &e.MessageID, &e.CausationID, &e.Step, &e.Meaning, &e.Error, &e.Actor, &e.Queue); err != nil {
+		if err := rows.Scan(&e.Seq, &at, &rec, &kind, &e.Event, &e.MessageID, &e.CausationID, &e.Step, &e.Meaning, &e.Error, &e.Actor, &e.Queue, &e.TraceID); err != nil {
 			return nil, err
 		}
 		e.At, e.RecordedAt, e.Kind = fromNanos(at), fromNanos(rec), EntryKind(kind)

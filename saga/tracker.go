@@ -12,6 +12,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/outbox"
@@ -236,7 +238,8 @@ func (t *Tracker) entry(msg *message.Message) (Entry, bool) {
 		at = t.cfg.Clock.Now()
 	}
 	e := Entry{At: at.UTC(), RecordedAt: t.cfg.Clock.Now().UTC(), Kind: EventEntry,
-		Event: md.Get(envelope.EventKey), MessageID: msg.UUID, CausationID: md.Get(envelope.CausationIDKey)}
+		Event: md.Get(envelope.EventKey), MessageID: msg.UUID, CausationID: md.Get(envelope.CausationIDKey),
+		TraceID: traceID(md)}
 	if e.Event == handlers.DeadLetteredEvent {
 		return t.deadLetter(msg, e)
 	}
@@ -247,6 +250,17 @@ func (t *Tracker) entry(msg *message.Message) (Entry, bool) {
 	e.Meaning = meaning(trs)
 	e.Error = reasonOf(msg.Payload)
 	return e, true
+}
+
+// traceID is the trace id of md's W3C traceparent, or "" without a valid
+// one. It reads the header itself, whatever propagator the process set.
+func traceID(md message.Metadata) string {
+	ctx := propagation.TraceContext{}.Extract(context.Background(),
+		propagation.MapCarrier{envelope.TraceParentKey: md.Get(envelope.TraceParentKey)})
+	if sc := trace.SpanContextFromContext(ctx); sc.TraceID().IsValid() {
+		return sc.TraceID().String()
+	}
+	return ""
 }
 
 // deadLetter is the entry of a handlers.DeadLettered announcement: which

@@ -264,9 +264,17 @@ func runTrackerSuite(t *testing.T, busURL string, newURL func(t *testing.T) stri
 }
 
 func testHappy(t *testing.T, r *rig) {
-	r.send("o1", "order.placed")
+	// The entries keep the trace id of a valid traceparent, and none of
+	// a malformed one.
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	placed := r.msg("o1", "order.placed", map[string]string{"order_id": "o1"})
+	placed.Metadata.Set(envelope.TraceParentKey, "00-"+traceID+"-00f067aa0ba902b7-01")
+	r.publish(placed)
 	r.await("o1", saga.Running, "charge", 1)
-	r.send("o1", "payment.captured", "inventory.reserved")
+	captured := r.msg("o1", "payment.captured", map[string]string{"order_id": "o1"})
+	captured.Metadata.Set(envelope.TraceParentKey, "00-not-a-trace-01")
+	r.publish(captured)
+	r.send("o1", "inventory.reserved")
 	r.await("o1", saga.Running, "confirm", 3)
 	r.send("o1", "order.confirmed", "notification.sent")
 	in := r.await("o1", saga.Completed, "confirm", 5)
@@ -275,6 +283,9 @@ func testHappy(t *testing.T, r *rig) {
 		if e.Event != want[i] || e.Kind != saga.EventEntry || e.MessageID == "" || e.CausationID != "cause-of-"+want[i] {
 			t.Errorf("entry %d = %+v, want event %s with its ids", i, e, want[i])
 		}
+	}
+	if in.History[0].TraceID != traceID || in.History[1].TraceID != "" {
+		t.Errorf("trace ids = %q, %q; want %q and none", in.History[0].TraceID, in.History[1].TraceID, traceID)
 	}
 	if in.History[0].Meaning != "step succeeded place; saga started; step started charge" {
 		t.Errorf("meaning = %q", in.History[0].Meaning)

@@ -20,6 +20,7 @@ import (
 type options struct {
 	addr, http, data, bus, db, exchange, queuePrefix string
 	declined, stock, logLevel, checkout              string
+	jaegerUI                                         string
 	limit                                            int
 	transient                                        float64
 	seed                                             uint64
@@ -47,6 +48,7 @@ var envNames = map[string]string{
 	"quiet":              "TROUPE_QUIET",
 	"log-level":          "TROUPE_LOG_LEVEL",
 	"checkout":           "TROUPE_CHECKOUT",
+	"jaeger-ui":          "JAEGER_UI_URL",
 }
 
 // newFlags declares the flags of command cmd ("all" or a service name):
@@ -81,6 +83,9 @@ func newFlags(cmd string) (*flag.FlagSet, *options) {
 	}
 	if cmd != "notify" {
 		fs.StringVar(&o.checkout, "checkout", "saga", "checkout mode: saga (choreography with compensation) or 2pc (two-phase commit coordinated by the order service)")
+	}
+	if all {
+		fs.StringVar(&o.jaegerUI, "jaeger-ui", shop.DefaultJaegerUI, "Jaeger UI the live page links each order's trace to (<url>/trace/<trace id>)")
 	}
 	fs.BoolVar(&o.quiet, "quiet", false, "do not print a line per event")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level of stderr: debug, info, warn or error")
@@ -131,6 +136,10 @@ func (o *options) parse(fs *flag.FlagSet, args []string) error {
 		mode, err := shop.ParseCheckout(o.checkout)
 		errs = append(errs, err)
 		o.mode = mode
+	}
+	if fs.Lookup("jaeger-ui") != nil {
+		_, err := shop.ParseJaegerURL(o.jaegerUI)
+		errs = append(errs, err)
 	}
 	if o.seed == 0 {
 		o.seed = uint64(time.Now().UnixNano())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -60,6 +61,25 @@ func TestShopServesAndPrintsTheSaga(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The live page, with the default Jaeger UI; an open event stream
+	// does not hold up the shutdown.
+	resp, err = http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), `data-jaeger="http://localhost:16686"`) {
+		t.Errorf("GET /: %s", page)
+	}
+	stream, err := http.Get("http://" + addr + "/ui/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	if _, err := stream.Body.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -89,6 +109,8 @@ func TestBadFlags(t *testing.T) {
 		{"flag of another service", []string{"notify", "-stock", "a=1"}, nil, "not defined: -stock"},
 		{"bad environment", []string{"payment"}, map[string]string{"TROUPE_PAYMENT_LIMIT": "lots"}, `TROUPE_PAYMENT_LIMIT="lots"`},
 		{"negative limit from the environment", []string{"payment", "-bus", "amqp://h/"}, map[string]string{"TROUPE_PAYMENT_LIMIT": "-1"}, "-limit -1"},
+		{"jaeger UI without scheme", []string{"-jaeger-ui", "localhost:16686"}, nil, `jaeger UI URL "localhost:16686"`},
+		{"jaeger UI from the environment", []string{"all"}, map[string]string{"JAEGER_UI_URL": "ftp://j"}, `jaeger UI URL "ftp://j"`},
 		{"healthcheck without URL", []string{"healthcheck"}, nil, "usage: shop healthcheck"},
 		{"healthcheck of nothing", []string{"healthcheck", "http://127.0.0.1:1/healthz"}, nil, "connection refused"},
 	}

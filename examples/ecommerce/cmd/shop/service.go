@@ -100,7 +100,19 @@ func serve(ctx context.Context, name string, o *options, cfg shop.Config, stdout
 		if s.Order != nil || s.Tracker != nil {
 			mux.Handle("/", s.HTTPHandler())
 		}
+		page, err := s.LivePage(shop.PageConfig{JaegerURL: o.jaegerUI, Logger: cfg.Logger})
+		if err != nil {
+			return err
+		}
+		if page != nil {
+			mux.Handle("GET /{$}", page)
+			mux.Handle("/ui/", page)
+			what += "; live page (GET /)"
+		}
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		if page != nil {
+			srv.RegisterOnShutdown(page.Close) // the page's event streams
+		}
 		fmt.Fprintf(stdout, "%s%s on http://%s; bus %s\n", prefix, what, ln.Addr(), redact(cfg.BusURL))
 		addr = ln.Addr().String()
 		go func() { errc <- srv.Serve(ln) }()
