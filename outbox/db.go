@@ -150,9 +150,16 @@ func (db *DB) Rebind(query string) string {
 // together.
 type Tx struct {
 	*sql.Tx
-	db    *DB
-	added int // outbox rows written
+	db          *DB
+	added       int // outbox rows written
+	afterCommit []func()
 }
+
+// AfterCommit registers f to run once tx has committed (in InTx's
+// goroutine, after the commit returned); f does not run when tx rolls back.
+// Use it to signal other goroutines that must see the transaction's writes.
+// Not safe for concurrent use, like the transaction itself.
+func (tx *Tx) AfterCommit(f func()) { tx.afterCommit = append(tx.afterCommit, f) }
 
 // Exec runs a statement written with ? placeholders.
 func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
@@ -180,6 +187,9 @@ func (db *DB) InTx(ctx context.Context, f func(tx *Tx) error) error {
 	}
 	if tx.added > 0 {
 		db.changed.notify()
+	}
+	for _, f := range tx.afterCommit {
+		f()
 	}
 	return nil
 }

@@ -3,7 +3,10 @@ package shop
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+
+	"github.com/troupehq/troupe/outbox"
 )
 
 // Books are the checks that the stack's ledgers agree: money captured
@@ -26,8 +29,18 @@ func (b Books) String() string {
 // Books reads the ledgers of the order, payment and inventory databases
 // (all three must run in this stack).
 func (s *Stack) Books(ctx context.Context) (Books, error) {
+	return ReadBooks(ctx, s.dbs[OrderSvc], s.dbs[PaymentSvc], s.dbs[InventorySvc])
+}
+
+// ReadBooks reads the ledgers from the order, payment and inventory
+// databases, wherever they are (a process that runs none of the services,
+// like the load generator, opens them by URL). Safe for concurrent use.
+func ReadBooks(ctx context.Context, order, payment, inventory *outbox.DB) (Books, error) {
 	var b Books
-	rows, err := s.dbs[OrderSvc].SQL().QueryContext(ctx, `SELECT status, amount, items FROM orders`)
+	if order == nil || payment == nil || inventory == nil {
+		return b, errors.New("shop: books need the order, payment and inventory databases")
+	}
+	rows, err := order.SQL().QueryContext(ctx, `SELECT status, amount, items FROM orders`)
 	if err != nil {
 		return b, err
 	}
@@ -58,13 +71,13 @@ func (s *Stack) Books(ctx context.Context) (Books, error) {
 	if err := rows.Err(); err != nil {
 		return b, err
 	}
-	pay := s.dbs[PaymentSvc].SQL()
+	pay := payment.SQL()
 	if err := pay.QueryRowContext(ctx, `SELECT COALESCE(SUM(amount), 0) FROM charges`).Scan(&b.Captured); err != nil {
 		return b, err
 	}
 	if err := pay.QueryRowContext(ctx, `SELECT COALESCE(SUM(amount), 0) FROM charges WHERE status = 'refunded'`).Scan(&b.Refunded); err != nil {
 		return b, err
 	}
-	err = s.dbs[InventorySvc].SQL().QueryRowContext(ctx, `SELECT COALESCE(SUM(quantity), 0) FROM reservations`).Scan(&b.Reserved)
+	err = inventory.SQL().QueryRowContext(ctx, `SELECT COALESCE(SUM(quantity), 0) FROM reservations`).Scan(&b.Reserved)
 	return b, err
 }

@@ -22,7 +22,8 @@ const (
 	Cancelled = "CANCELLED"
 )
 
-// Order is an order as the order service keeps it.
+// Order is an order as the order service keeps it. NotifiedAt is when the
+// customer was told how it ended (the service consumes notification.sent).
 type Order struct {
 	ID            string         `json:"id"`
 	Customer      string         `json:"customer"`
@@ -31,6 +32,7 @@ type Order struct {
 	PaymentMethod string         `json:"payment_method"`
 	Status        string         `json:"status"`
 	Reason        string         `json:"reason,omitempty"`
+	NotifiedAt    *time.Time     `json:"notified_at,omitempty"`
 	History       []HistoryEntry `json:"history"`
 }
 
@@ -87,8 +89,9 @@ func (r PlaceRequest) Validate() error {
 
 // OrderService places orders and follows them to their end.
 type OrderService struct {
-	db *outbox.DB
-	em *handlers.Emitter
+	db      *outbox.DB
+	em      *handlers.Emitter
+	waiting waiters
 }
 
 var orderSchema = []string{
@@ -115,6 +118,7 @@ func NewOrderService(ctx context.Context, db *outbox.DB, r *handlers.Router) (*O
 		handlers.HandleTx(r, "on-refunded", handlers.TxHandlerFunc[PaymentRefunded](func(ctx context.Context, tx *outbox.Tx, e PaymentRefunded) error {
 			return s.settle(ctx, tx, e.OrderID, Cancelled, e.EventName(), e.Reason)
 		})),
+		s.registerNotified(ctx, r),
 	)
 }
 
@@ -176,6 +180,9 @@ func (s *OrderService) Get(ctx context.Context, id string) (Order, error) {
 		return Order{}, err
 	}
 	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
+		return Order{}, err
+	}
+	if o.NotifiedAt, err = s.notifiedAt(ctx, id); err != nil {
 		return Order{}, err
 	}
 	rows, err := s.db.SQL().QueryContext(ctx, s.db.Rebind(`SELECT at, status, event, detail FROM order_history WHERE order_id = ? ORDER BY at`), id)
