@@ -40,7 +40,17 @@ type DB struct {
 	dialect Dialect
 	dsn     string
 	changed notifier
+	// writer admits one SQLite transaction of this process at a time (a
+	// token in a channel of one). SQLite has one writer per file; without
+	// it, concurrent BEGIN IMMEDIATEs spin in SQLite's busy handler, which
+	// sleeps up to 100 ms between tries, where a queue in Go wakes the
+	// next writer at once. Nil for PostgreSQL.
+	writer chan struct{}
 }
+
+// sqliteWriterWait bounds the wait for the SQLite writer token, like the
+// busy timeout bounds the wait for the file's lock.
+const sqliteWriterWait = 10 * time.Second
 
 // Open opens a database by URL: "sqlite:PATH" (or a path ending in .db)
 // for SQLite in WAL mode with a busy timeout, "postgres://..." for
@@ -79,6 +89,9 @@ func open(ctx context.Context, d Dialect, driver, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("outbox: open %s: %w", d, err)
 	}
 	db := &DB{db: sqldb, dialect: d, dsn: dsn}
+	if d == SQLite {
+		db.writer = make(chan struct{}, 1)
+	}
 	if err := db.migrateRetryingBusy(ctx); err != nil {
 		sqldb.Close()
 		return nil, err
@@ -172,8 +185,15 @@ func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row 
 }
 
 // InTx runs f in a transaction, committed when f returns nil and rolled
-// back otherwise.
+// back otherwise. On SQLite the transactions of one DB run one at a time
+// (a transaction begun inside f waits for f's, and fails after 10 s).
 func (db *DB) InTx(ctx context.Context, f func(tx *Tx) error) error {
+	if db.writer != nil {
+		if err := db.acquireWriter(ctx); err != nil {
+			return err
+		}
+		defer func() { <-db.writer }()
+	}
 	sqltx, err := db.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("outbox: begin: %w", err)
@@ -192,6 +212,24 @@ func (db *DB) InTx(ctx context.Context, f func(tx *Tx) error) error {
 		f()
 	}
 	return nil
+}
+
+func (db *DB) acquireWriter(ctx context.Context) error {
+	select {
+	case db.writer <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(sqliteWriterWait)
+	defer t.Stop()
+	select {
+	case db.writer <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("outbox: begin: %w", ctx.Err())
+	case <-t.C:
+		return fmt.Errorf("outbox: begin: no SQLite writer turn in %v", sqliteWriterWait)
+	}
 }
 
 func ignoreDone(err error) error {
