@@ -99,6 +99,7 @@ var orderSchema = []string{
 		amount INTEGER NOT NULL, payment_method TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '')`,
 	`CREATE TABLE IF NOT EXISTS order_history (order_id TEXT NOT NULL, at TIMESTAMP NOT NULL, status TEXT NOT NULL,
 		event TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '')`,
+	`CREATE INDEX IF NOT EXISTS order_history_order ON order_history (order_id, at)`,
 	`CREATE TABLE IF NOT EXISTS order_idempotency (key TEXT PRIMARY KEY, order_id TEXT NOT NULL)`,
 }
 
