@@ -12,7 +12,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"go.opentelemetry.io/otel/metric"
 
+	"github.com/troupehq/troupe/internal/telemetry"
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/transport/bus"
@@ -145,6 +147,8 @@ type Router struct {
 	idem      IdempotencyStore
 	db        *outbox.DB
 	observers []func(context.Context, Observation)
+	mp        metric.MeterProvider
+	tel       *telemetry.Instruments
 	m         *messages
 	wr        *message.Router
 	events    message.Publisher
@@ -192,6 +196,7 @@ func NewRouter(cfg Config, tr transport.Transport, opts ...Option) (*Router, err
 	if r.idem == nil && r.db != nil {
 		r.idem = r.db
 	}
+	r.tel = telemetry.New(r.mp)
 	wr, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, watermill.NewSlogLogger(r.logger))
 	if err != nil {
 		return nil, err
@@ -208,7 +213,7 @@ func NewRouter(cfg Config, tr transport.Transport, opts ...Option) (*Router, err
 
 // Emitter returns the emitter for plain code of this service.
 func (r *Router) Emitter() *Emitter {
-	return &Emitter{m: r.m, pub: r.events, exchange: firstOf(r.cfg.Exchange, bus.DefaultExchange)}
+	return &Emitter{m: r.m, pub: r.events, exchange: firstOf(r.cfg.Exchange, bus.DefaultExchange), tel: r.tel}
 }
 
 // Stats returns the router's counters.
@@ -238,7 +243,12 @@ func (r *Router) Run(ctx context.Context) error {
 	go func() { done <- r.wr.Run(wctx) }()
 	var relayWG sync.WaitGroup
 	if r.db != nil && !r.cfg.NoRelay {
-		relay := outbox.NewRelay(r.db, r.events, r.cfg.Relay, r.logger)
+		rcfg := r.cfg.Relay
+		rcfg.Service = firstOf(rcfg.Service, r.cfg.Service)
+		if rcfg.MeterProvider == nil {
+			rcfg.MeterProvider = r.mp
+		}
+		relay := outbox.NewRelay(r.db, r.events, rcfg, r.logger)
 		relayWG.Go(func() { _ = relay.Run(wctx) })
 	}
 	var err error
@@ -315,7 +325,8 @@ func WithTimeout(d time.Duration) HandlerOption {
 type registration struct {
 	name, event, queue string
 	// tx handlers claim their message in their own transaction.
-	tx bool
+	tx  bool
+	met *regMetrics
 }
 
 // Handle registers h as the handler called name for events of type E. Its
@@ -340,6 +351,7 @@ func register[E Event](r *Router, name string, h Handler[E], tx bool, opts []Han
 		opt.applyHandler(&o)
 	}
 	reg := registration{name: name, event: event, queue: bus.WorkQueue(r.cfg.Service, name), tx: tx}
+	reg.met = newRegMetrics(r.cfg.Service, reg)
 	if err := r.claim(name); err != nil {
 		return registration{}, err
 	}
@@ -396,7 +408,10 @@ func (r *Router) chain(reg registration, h message.HandlerFunc, o handlerOptions
 			ShouldRetry: func(p middleware.RetryParams) bool {
 				return !IsPermanent(p.Err) && !errors.Is(p.Err, errBudget) && !errors.Is(p.Err, errDuplicate)
 			},
-			OnRetryHook: func(int, time.Duration) { r.retried.Add(1) },
+			OnRetryHook: func(int, time.Duration) {
+				r.retried.Add(1)
+				r.tel.Retries.Add(context.Background(), 1, reg.met.immediate)
+			},
 		}.Middleware(h)
 	}
 	return r.recoverability(reg, h)
