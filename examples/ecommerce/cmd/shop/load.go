@@ -45,6 +45,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	inprocess := fs.Bool("inprocess", false, "start the whole stack in this process (bundled broker, SQLite in a fresh folder unless -data is given)")
 	transient := fs.Float64("transient-failures", 0.05, "with -inprocess: share of first charge attempts that time out")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	metricsAddr := fs.String("metrics-addr", "", "with -inprocess: serve /metrics on this address instead of on the order API's")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,7 +76,12 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 			defer os.RemoveAll(tmp)
 			dir = tmp
 		}
-		stack, url, stop, err := startInProcess(ctx, dir, *transient)
+		metrics, err := startMetrics("shop", *metricsAddr, stdout)
+		if err != nil {
+			return err
+		}
+		defer metrics.Close()
+		stack, url, stop, err := startInProcess(ctx, dir, *transient, metrics.mount)
 		if err != nil {
 			return err
 		}
@@ -140,8 +146,9 @@ func report(ctx context.Context, stdout io.Writer, res load.Result, books func(c
 }
 
 // startInProcess starts the four services on the bundled broker with
-// SQLite files in dir, and serves the order API on a free loopback port.
-func startInProcess(ctx context.Context, dir string, transient float64) (*shop.Stack, string, func(), error) {
+// SQLite files in dir, and serves the order API, wrapped by mount (which
+// adds /metrics), on a free loopback port.
+func startInProcess(ctx context.Context, dir string, transient float64, mount func(http.Handler) http.Handler) (*shop.Stack, string, func(), error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, "", nil, err
 	}
@@ -158,7 +165,7 @@ func startInProcess(ctx context.Context, dir string, transient float64) (*shop.S
 	if err != nil {
 		return nil, "", nil, errors.Join(err, stack.Close())
 	}
-	srv := &http.Server{Handler: stack.Order.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: mount(stack.Order.HTTPHandler()), ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

@@ -57,6 +57,7 @@ func run(ctx context.Context, args []string, stdout io.Writer, ready chan<- stri
 	transient := fs.Float64("transient-failures", 0.05, "share of first charge attempts that time out (retried)")
 	stock := fs.String("stock", "apple=1000,pear=500,plum=50", "initial stock: sku=quantity,...")
 	quiet := fs.Bool("quiet", false, "do not print a line per event")
+	metricsAddr := fs.String("metrics-addr", "", "serve /metrics on this address instead of on -addr")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,6 +76,11 @@ func run(ctx context.Context, args []string, stdout io.Writer, ready chan<- stri
 		return err
 	}
 	defer shutdownTracing(context.Background())
+	metrics, err := startMetrics("shop", *metricsAddr, stdout)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
 
 	var mu sync.Mutex
 	start := time.Now()
@@ -99,7 +105,7 @@ func run(ctx context.Context, args []string, stdout io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: s.Order.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: metrics.mount(s.Order.HTTPHandler()), ReadHeaderTimeout: 5 * time.Second}
 	fmt.Fprintf(stdout, "shop: order API on http://%s (POST /orders, GET /orders/{id}); bus %s; data in %s\n", ln.Addr(), *busURL, *data)
 	if ready != nil {
 		ready <- ln.Addr().String()
