@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -46,6 +47,54 @@ type DB struct {
 	// sleeps up to 100 ms between tries, where a queue in Go wakes the
 	// next writer at once. Nil for PostgreSQL.
 	writer chan struct{}
+	// stmts caches the prepared statements of Tx.Exec and Tx.QueryRow on
+	// SQLite, whose driver would otherwise parse every statement on every
+	// call (a sixth of the shop's CPU under load). pgx caches by itself.
+	stmts stmtCache
+}
+
+// stmtCache is a bounded cache of prepared statements by query. Safe for
+// concurrent use.
+type stmtCache struct {
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+// maxCachedStmts bounds the cache; queries beyond it are not cached
+// (a service that builds its SQL dynamically gains nothing from it).
+const maxCachedStmts = 256
+
+// prepared returns the cached statement of query, preparing it the first
+// time; nil when it is not to be cached.
+func (c *stmtCache) prepared(ctx context.Context, db *sql.DB, query string) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[query]; ok {
+		return st
+	}
+	if len(c.m) >= maxCachedStmts {
+		return nil
+	}
+	st, err := db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil // the uncached call reports the error
+	}
+	if c.m == nil {
+		c.m = map[string]*sql.Stmt{}
+	}
+	c.m[query] = st
+	return st
+}
+
+func (c *stmtCache) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, st := range c.m {
+		errs = append(errs, st.Close())
+	}
+	c.m = nil
+	return errors.Join(errs...)
 }
 
 // sqliteWriterWait bounds the wait for the SQLite writer token, like the
@@ -137,7 +186,7 @@ func (db *DB) SQL() *sql.DB { return db.db }
 func (db *DB) Dialect() Dialect { return db.dialect }
 
 // Close closes the database.
-func (db *DB) Close() error { return db.db.Close() }
+func (db *DB) Close() error { return errors.Join(db.stmts.close(), db.db.Close()) }
 
 // Rebind turns a query written with ? placeholders into the dialect's
 // ($1, $2, ... for PostgreSQL).
@@ -174,14 +223,35 @@ type Tx struct {
 // Not safe for concurrent use, like the transaction itself.
 func (tx *Tx) AfterCommit(f func()) { tx.afterCommit = append(tx.afterCommit, f) }
 
-// Exec runs a statement written with ? placeholders.
+// Exec runs a statement written with ? placeholders. On SQLite the
+// statement is prepared once per connection and reused.
 func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := tx.stmt(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
 	return tx.ExecContext(ctx, tx.db.Rebind(query), args...)
 }
 
-// QueryRow runs a query written with ? placeholders.
+// QueryRow runs a query written with ? placeholders, prepared once like
+// Exec's.
 func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := tx.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return tx.QueryRowContext(ctx, tx.db.Rebind(query), args...)
+}
+
+// stmt returns query's cached statement bound to tx; nil when not cached
+// (PostgreSQL, or the cache is full). The bound statement closes with tx.
+func (tx *Tx) stmt(ctx context.Context, query string) *sql.Stmt {
+	if tx.db.dialect != SQLite {
+		return nil
+	}
+	st := tx.db.stmts.prepared(ctx, tx.db.db, query)
+	if st == nil {
+		return nil
+	}
+	return tx.StmtContext(ctx, st)
 }
 
 // InTx runs f in a transaction, committed when f returns nil and rolled

@@ -3,6 +3,7 @@ package outbox
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -233,7 +234,14 @@ func (r *Relay) claim(ctx context.Context) ([]row, error) {
 		ORDER BY o.id LIMIT ?`
 	var rows []row
 	err := r.db.InTx(ctx, func(tx *Tx) error {
-		rs, err := tx.QueryContext(ctx, r.db.Rebind(q), now, r.cfg.ID, now, now, r.cfg.ID, r.cfg.BatchSize, r.cfg.BatchSize)
+		args := []any{now, r.cfg.ID, now, now, r.cfg.ID, r.cfg.BatchSize, r.cfg.BatchSize}
+		var rs *sql.Rows
+		var err error
+		if st := tx.stmt(ctx, q); st != nil {
+			rs, err = st.QueryContext(ctx, args...)
+		} else {
+			rs, err = tx.QueryContext(ctx, r.db.Rebind(q), args...)
+		}
 		if err != nil {
 			return err
 		}
@@ -253,7 +261,8 @@ func (r *Relay) claim(ctx context.Context) ([]row, error) {
 		for _, w := range rows {
 			ids = append(ids, w.id)
 		}
-		_, err = tx.Exec(ctx, `UPDATE troupe_outbox SET locked_by = ?, locked_until = ? WHERE id IN (`+placeholders(len(rows))+`)`, ids...)
+		// Not tx.Exec: a statement per batch size is not worth caching.
+		_, err = tx.ExecContext(ctx, r.db.Rebind(`UPDATE troupe_outbox SET locked_by = ?, locked_until = ? WHERE id IN (`+placeholders(len(rows))+`)`), ids...)
 		return err
 	})
 	if err != nil {
@@ -385,7 +394,7 @@ func (r *Relay) settle(ctx context.Context, done []int64, failures []failure) er
 			for _, id := range done {
 				args = append(args, id)
 			}
-			if _, err := tx.Exec(ctx, q, args...); err != nil {
+			if _, err := tx.ExecContext(ctx, r.db.Rebind(q), args...); err != nil {
 				return err
 			}
 			r.published.Add(int64(len(done)))

@@ -115,7 +115,8 @@ type Result struct {
 	Planned map[Kind]int
 	// Confirmed and Cancelled orders were notified in time; Stuck ones
 	// were placed but not notified within Config.Timeout; Failed ones
-	// could not be placed (an HTTP error or answer).
+	// could not be placed (an HTTP error or answer), or were notified
+	// while neither confirmed nor cancelled.
 	Confirmed, Cancelled, Stuck, Failed int
 	// FirstErr is the first placement or long-poll error, for Failed.
 	FirstErr error
@@ -286,13 +287,18 @@ func (r *run) order(ctx context.Context, p plan) {
 		case o.NotifiedAt != nil:
 			took := time.Since(start)
 			r.mu.Lock()
-			r.latencies = append(r.latencies, took)
-			if o.Status == shop.Confirmed {
+			defer r.mu.Unlock()
+			switch o.Status {
+			case shop.Confirmed:
 				r.res.Confirmed++
-			} else {
+			case shop.Cancelled:
 				r.res.Cancelled++
+			default: // the shop's bug: told the customer before the end
+				r.res.Failed++
+				r.res.FirstErr = cmpOr(r.res.FirstErr, fmt.Errorf("order %s notified while %s", id, o.Status))
+				return
 			}
-			r.mu.Unlock()
+			r.latencies = append(r.latencies, took)
 			return
 		}
 	}

@@ -95,17 +95,15 @@ func (s *OrderService) onNotified(ctx context.Context, tx *outbox.Tx, e Notifica
 	return nil
 }
 
-// notifiedAt returns when the order's customer was told; nil when not yet.
-func (s *OrderService) notifiedAt(ctx context.Context, id string) (*time.Time, error) {
-	var at time.Time
-	err := s.db.SQL().QueryRowContext(ctx, s.db.Rebind(`SELECT at FROM order_notified WHERE order_id = ?`), id).Scan(&at)
+// notified reports whether the order's customer was told; ErrNoOrder
+// for an unknown order.
+func (s *OrderService) notified(ctx context.Context, id string) (bool, error) {
+	var at sql.NullTime
+	err := s.db.SQL().QueryRowContext(ctx, s.db.Rebind(`SELECT n.at FROM orders o LEFT JOIN order_notified n ON n.order_id = o.id WHERE o.id = ?`), id).Scan(&at)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
+		return false, ErrNoOrder
 	}
-	if err != nil {
-		return nil, err
-	}
-	return &at, nil
+	return at.Valid, err
 }
 
 // WaitNotified returns the order once its customer was told (NotifiedAt
@@ -116,14 +114,18 @@ func (s *OrderService) WaitNotified(ctx context.Context, id string) (Order, erro
 	wake, done := s.waiting.add(id) // before reading, so no wake-up is missed
 	defer done()
 	for {
-		o, err := s.Get(ctx, id)
-		if err != nil || o.NotifiedAt != nil {
-			return o, err
+		notified, err := s.notified(ctx, id)
+		if err != nil && ctx.Err() == nil {
+			return Order{}, err
+		}
+		if notified {
+			return s.Get(ctx, id)
 		}
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return o, nil
+			// The long-poll's time is up: the order as it is.
+			return s.Get(context.WithoutCancel(ctx), id)
 		}
 	}
 }

@@ -172,8 +172,11 @@ var ErrNoOrder = errors.New("shop: no such order")
 func (s *OrderService) Get(ctx context.Context, id string) (Order, error) {
 	o := Order{ID: id}
 	var items string
-	err := s.db.SQL().QueryRowContext(ctx, s.db.Rebind(`SELECT customer, items, amount, payment_method, status, reason FROM orders WHERE id = ?`), id).
-		Scan(&o.Customer, &items, &o.Amount, &o.PaymentMethod, &o.Status, &o.Reason)
+	var notified sql.NullTime
+	// One statement, so that the status and the notification agree.
+	err := s.db.SQL().QueryRowContext(ctx, s.db.Rebind(`SELECT o.customer, o.items, o.amount, o.payment_method, o.status, o.reason, n.at
+		FROM orders o LEFT JOIN order_notified n ON n.order_id = o.id WHERE o.id = ?`), id).
+		Scan(&o.Customer, &items, &o.Amount, &o.PaymentMethod, &o.Status, &o.Reason, &notified)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, ErrNoOrder
 	}
@@ -183,8 +186,8 @@ func (s *OrderService) Get(ctx context.Context, id string) (Order, error) {
 	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
 		return Order{}, err
 	}
-	if o.NotifiedAt, err = s.notifiedAt(ctx, id); err != nil {
-		return Order{}, err
+	if notified.Valid {
+		o.NotifiedAt = &notified.Time
 	}
 	rows, err := s.db.SQL().QueryContext(ctx, s.db.Rebind(`SELECT at, status, event, detail FROM order_history WHERE order_id = ? ORDER BY at`), id)
 	if err != nil {
