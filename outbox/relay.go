@@ -3,8 +3,8 @@ package outbox
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
