@@ -29,6 +29,11 @@ type Config struct {
 	Exchange string
 	// Prefetch bounds each handler's deliveries in flight; 64 when 0.
 	Prefetch int
+	// Concurrency is how many deliveries of one handler run at once (each
+	// on a consumer of its own, competing on the handler's queue); 1 when
+	// 0. With 1, a message retried in process holds its queue for the
+	// backoff; messages of one queue may finish out of order above 1.
+	Concurrency int
 	// Retry is the recoverability policy; DefaultRetryPolicy() when nil.
 	Retry *RetryPolicy
 	// ShutdownTimeout bounds how long Run waits for handlers in flight
@@ -178,6 +183,9 @@ func NewRouter(cfg Config, tr transport.Transport, opts ...Option) (*Router, err
 	}
 	if err := retry.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Concurrency < 0 {
+		return nil, fmt.Errorf("handlers: Config.Concurrency %d < 0", cfg.Concurrency)
 	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
@@ -364,7 +372,14 @@ func register[E Event](r *Router, name string, h Handler[E], tx bool, opts []Han
 	if err != nil {
 		return registration{}, err
 	}
-	r.wr.AddConsumerHandler(name, event, sub, r.chain(reg, typed(r, reg, h), o))
+	handler := r.chain(reg, typed(r, reg, h), o)
+	for i := range max(r.cfg.Concurrency, 1) {
+		wname := name
+		if i > 0 {
+			wname = fmt.Sprintf("%s#%d", name, i+1) // watermill's handler names are unique
+		}
+		r.wr.AddConsumerHandler(wname, event, sub, handler)
+	}
 	return reg, nil
 }
 
