@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -200,6 +201,14 @@ type row struct {
 // Pass claims a batch of rows, publishes them and settles them; it returns
 // the number claimed. Run calls it in a loop; tests call it directly.
 func (r *Relay) Pass(ctx context.Context) (int, error) {
+	if r.db.writer != nil {
+		// SQLite: look before taking the writer's turn, which the
+		// service's handlers are queueing for. A relay is woken at every
+		// commit, and the pass before often took those rows already.
+		if found, err := r.anyClaimable(ctx); err != nil || !found {
+			return 0, err
+		}
+	}
 	rows, err := r.claim(ctx)
 	if err != nil || len(rows) == 0 {
 		return 0, err
@@ -207,6 +216,24 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 	r.claims.Add(1)
 	done, failures := r.publish(ctx, rows)
 	return len(rows), r.settle(ctx, done, failures)
+}
+
+// anyClaimable reports whether an unpublished row may be claimable now,
+// reading outside a transaction. A row committed after it looked wakes the
+// relay again.
+func (r *Relay) anyClaimable(ctx context.Context) (bool, error) {
+	now := time.Now().UTC()
+	var one int
+	err := r.db.db.QueryRowContext(ctx, `SELECT 1 FROM troupe_outbox
+		WHERE published_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+		  AND (locked_until IS NULL OR locked_until < ? OR locked_by = ?) LIMIT 1`, now, now, r.cfg.ID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("outbox: look for rows: %w", err)
+	}
+	return true, nil
 }
 
 // claim leases up to BatchSize rows whose ordering keys it can take: a key
