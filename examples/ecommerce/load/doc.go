@@ -6,7 +6,7 @@
 // progress about once a second and a final tally: confirmed, cancelled,
 // stuck, orders/s, and the placement-to-notification latency
 // percentiles. The books (money and stock against the confirmed orders)
-// are read from the services' databases by URL (OpenBooks), so the check
+// are read from the services' databases by URL (OpenLedgers), so the check
 // is the same for the all-in-one binary and for separate processes.
 //
 // See docs/ecommerce-load.md.

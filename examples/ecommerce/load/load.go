@@ -179,9 +179,13 @@ func makePlans(cfg Config) []plan {
 // Run places cfg.Orders orders and follows each to its notification. It
 // returns the tally when every order is notified, stuck or failed, or
 // when ctx ends (with ctx's error; the tally then covers what finished).
+// Runs are independent: several may go at once.
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return Result{}, err
+	}
+	if cfg.Client == nil {
+		defer func() { cfg.Client.CloseIdleConnections() }() // the client setDefaults makes
 	}
 	cfg.setDefaults()
 	plans := makePlans(cfg)
