@@ -12,7 +12,7 @@ import (
 	"github.com/troupehq/troupe/examples/ecommerce/load"
 )
 
-// TestMetricsEndpoint runs the shop, places a few orders (half of the
+// TestMetricsEndpoint runs the shop, places a few orders (a fifth of the
 // first charges time out, so some are retried) and scrapes /metrics on the
 // order API's address.
 func TestMetricsEndpoint(t *testing.T) {
@@ -23,7 +23,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-data", dir, "-bus", "mem://shop-metrics-test", "-quiet",
-			"-transient-failures", "0.5", "-stock", "apple=1000,pear=1000,plum=1"}, &syncBuffer{}, ready)
+			"-transient-failures", "0.2", "-stock", "apple=1000,pear=1000,plum=1"}, &syncBuffer{}, ready)
 	}()
 	var addr string
 	select {
@@ -31,8 +31,11 @@ func TestMetricsEndpoint(t *testing.T) {
 	case err := <-done:
 		t.Fatal(err)
 	}
-	res, err := load.Run(ctx, load.Config{URL: "http://" + addr, Orders: 20, Concurrency: 5, SoldOutShare: 0.3, Seed: 2})
-	if err != nil || res.Completed() != 20 {
+	// 20% of first charges time out: with 40 orders some are retried
+	// (all but surely: 0.8^40), and none needs the default policy's 60 s
+	// redelivery (nine timeouts in a row).
+	res, err := load.Run(ctx, load.Config{URL: "http://" + addr, Orders: 40, Concurrency: 5, SoldOutShare: 0.3, Seed: 2, Timeout: time.Minute})
+	if err != nil || res.Completed() != 40 {
 		t.Fatalf("orders: %v %v", res, err)
 	}
 	series := scrape(t, "http://"+addr+"/metrics")
