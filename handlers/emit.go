@@ -8,7 +8,9 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
 
+	"github.com/troupehq/troupe/internal/telemetry"
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/tracing"
 	"github.com/troupehq/troupe/transport/envelope"
@@ -130,6 +132,7 @@ type Emitter struct {
 	m        *messages
 	pub      message.Publisher
 	exchange string
+	tel      *telemetry.Instruments
 }
 
 // Emit publishes e with its name as routing key.
@@ -149,6 +152,9 @@ func (em *Emitter) publish(ctx context.Context, msg *message.Message) error {
 	err := em.pub.Publish(event, msg)
 	if err != nil {
 		err = fmt.Errorf("handlers: emit %s: %w", event, err)
+	} else if em.tel != nil {
+		em.tel.EventsPublished.Add(ctx, 1, metric.WithAttributes(telemetry.ServiceKey.String(em.m.service),
+			telemetry.EventKey.String(event), telemetry.PathKey.String("direct")))
 	}
 	tracing.End(span, err)
 	return err

@@ -69,12 +69,14 @@ func (r *Router) recoverability(reg registration, h message.HandlerFunc) message
 		}
 		defer r.leave(msg)
 		ctx, span := tracing.StartProcess(ctx, msg, reg.queue)
+		start := time.Now()
 		outcome, cause, err := r.handle(ctx, reg, h, msg)
 		tracing.End(span, err)
+		if err != nil {
+			outcome, cause = Requeued, err
+		}
+		r.recordDelivery(ctx, reg, outcome, time.Since(start))
 		if len(r.observers) > 0 {
-			if err != nil {
-				outcome, cause = Requeued, err
-			}
 			r.observe(ctx, Observation{
 				Handler: reg.name, Queue: reg.queue, Event: reg.event, MessageID: msg.UUID,
 				SagaID: msg.Metadata.Get(envelope.SagaIDKey), Outcome: outcome, Err: cause,
@@ -182,9 +184,11 @@ func (r *Router) park(ctx context.Context, reg registration, msg *message.Messag
 	level := slog.LevelWarn
 	if retry {
 		r.delayed.Add(1)
+		r.tel.Retries.Add(ctx, 1, reg.met.delayed)
 		level = slog.LevelInfo
 	} else {
 		r.deadLettered.Add(1)
+		r.tel.DeadLetters.Add(ctx, 1, reg.met.handler)
 	}
 	r.logger.LogAttrs(ctx, level, "handler failed",
 		slog.String("handler_name", reg.name), slog.String("message_id", msg.UUID),

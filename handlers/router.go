@@ -12,7 +12,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"go.opentelemetry.io/otel/metric"
 
+	"github.com/troupehq/troupe/internal/telemetry"
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/transport/bus"
@@ -27,6 +29,11 @@ type Config struct {
 	Exchange string
 	// Prefetch bounds each handler's deliveries in flight; 64 when 0.
 	Prefetch int
+	// Concurrency is how many deliveries of one handler run at once (each
+	// on a consumer of its own, competing on the handler's queue); 1 when
+	// 0. With 1, a message retried in process holds its queue for the
+	// backoff; messages of one queue may finish out of order above 1.
+	Concurrency int
 	// Retry is the recoverability policy; DefaultRetryPolicy() when nil.
 	Retry *RetryPolicy
 	// ShutdownTimeout bounds how long Run waits for handlers in flight
@@ -145,6 +152,8 @@ type Router struct {
 	idem      IdempotencyStore
 	db        *outbox.DB
 	observers []func(context.Context, Observation)
+	mp        metric.MeterProvider
+	tel       *telemetry.Instruments
 	m         *messages
 	wr        *message.Router
 	events    message.Publisher
@@ -184,6 +193,9 @@ func NewRouter(cfg Config, tr transport.Transport, opts ...Option) (*Router, err
 	if err := retry.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Concurrency < 0 {
+		return nil, fmt.Errorf("handlers: Config.Concurrency %d < 0", cfg.Concurrency)
+	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
@@ -201,6 +213,7 @@ func NewRouter(cfg Config, tr transport.Transport, opts ...Option) (*Router, err
 	if r.idem == nil && r.db != nil {
 		r.idem = r.db
 	}
+	r.tel = telemetry.New(r.mp)
 	wr, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, watermill.NewSlogLogger(r.logger))
 	if err != nil {
 		return nil, err
@@ -217,7 +230,7 @@ func NewRouter(cfg Config, tr transport.Transport, opts ...Option) (*Router, err
 
 // Emitter returns the emitter for plain code of this service.
 func (r *Router) Emitter() *Emitter {
-	return &Emitter{m: r.m, pub: r.events, exchange: firstOf(r.cfg.Exchange, bus.DefaultExchange)}
+	return &Emitter{m: r.m, pub: r.events, exchange: firstOf(r.cfg.Exchange, bus.DefaultExchange), tel: r.tel}
 }
 
 // Stats returns the router's counters.
@@ -247,7 +260,12 @@ func (r *Router) Run(ctx context.Context) error {
 	go func() { done <- r.wr.Run(wctx) }()
 	var relayWG sync.WaitGroup
 	if r.db != nil && !r.cfg.NoRelay {
-		relay := outbox.NewRelay(r.db, r.events, r.cfg.Relay, r.logger)
+		rcfg := r.cfg.Relay
+		rcfg.Service = firstOf(rcfg.Service, r.cfg.Service)
+		if rcfg.MeterProvider == nil {
+			rcfg.MeterProvider = r.mp
+		}
+		relay := outbox.NewRelay(r.db, r.events, rcfg, r.logger)
 		relayWG.Go(func() { _ = relay.Run(wctx) })
 	}
 	var err error
@@ -363,7 +381,8 @@ func WithTimeout(d time.Duration) HandlerOption {
 type registration struct {
 	name, event, queue string
 	// tx handlers claim their message in their own transaction.
-	tx bool
+	tx  bool
+	met *regMetrics
 }
 
 // Handle registers h as the handler called name for events of type E. Its
@@ -388,6 +407,7 @@ func register[E Event](r *Router, name string, h Handler[E], tx bool, opts []Han
 		opt.applyHandler(&o)
 	}
 	reg := registration{name: name, event: event, queue: bus.WorkQueue(r.cfg.Service, name), tx: tx}
+	reg.met = newRegMetrics(r.cfg.Service, reg)
 	if err := r.claim(name); err != nil {
 		return registration{}, err
 	}
@@ -400,7 +420,14 @@ func register[E Event](r *Router, name string, h Handler[E], tx bool, opts []Han
 	if err != nil {
 		return registration{}, err
 	}
-	r.wr.AddConsumerHandler(name, event, sub, r.chain(reg, typed(r, reg, h), o))
+	handler := r.chain(reg, typed(r, reg, h), o)
+	for i := range max(r.cfg.Concurrency, 1) {
+		wname := name
+		if i > 0 {
+			wname = fmt.Sprintf("%s#%d", name, i+1) // watermill's handler names are unique
+		}
+		r.wr.AddConsumerHandler(wname, event, sub, handler)
+	}
 	r.record(reg)
 	return reg, nil
 }
@@ -445,7 +472,10 @@ func (r *Router) chain(reg registration, h message.HandlerFunc, o handlerOptions
 			ShouldRetry: func(p middleware.RetryParams) bool {
 				return !IsPermanent(p.Err) && !errors.Is(p.Err, errBudget) && !errors.Is(p.Err, errDuplicate)
 			},
-			OnRetryHook: func(int, time.Duration) { r.retried.Add(1) },
+			OnRetryHook: func(int, time.Duration) {
+				r.retried.Add(1)
+				r.tel.Retries.Add(context.Background(), 1, reg.met.immediate)
+			},
 		}.Middleware(h)
 	}
 	return r.recoverability(reg, h)

@@ -18,8 +18,11 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/troupehq/troupe/internal/telemetry"
 	"github.com/troupehq/troupe/tracing"
 )
 
@@ -46,6 +49,11 @@ type RelayConfig struct {
 	RetryInitial, RetryMax time.Duration
 	// Concurrency is how many ordering keys publish at once; 16 when 0.
 	Concurrency int
+	// Service labels the relay's metrics (outbox lag, pending rows, events
+	// published; see docs/metrics.md).
+	Service string
+	// MeterProvider records the metrics; the global one when nil.
+	MeterProvider metric.MeterProvider
 }
 
 func (c *RelayConfig) setDefaults() {
@@ -91,6 +99,9 @@ type Relay struct {
 	pub    message.Publisher
 	cfg    RelayConfig
 	logger *slog.Logger
+	tel    *telemetry.Instruments
+	// byTopic caches each topic's attribute set (metric.MeasurementOption).
+	byTopic sync.Map
 
 	published, failed, claims atomic.Int64
 }
@@ -101,7 +112,7 @@ func NewRelay(db *DB, pub message.Publisher, cfg RelayConfig, logger *slog.Logge
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{db: db, pub: pub, cfg: cfg, logger: logger}
+	return &Relay{db: db, pub: pub, cfg: cfg, logger: logger, tel: telemetry.New(cfg.MeterProvider)}
 }
 
 // Stats returns the relay's counters.
@@ -114,6 +125,7 @@ func (r *Relay) Stats() RelayStats {
 func (r *Relay) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer r.tel.ObservePending(r.cfg.Service, r.db.Pending)()
 	remote := make(chan struct{}, 1)
 	if r.db.dialect == Postgres {
 		wg.Go(func() { r.listen(ctx, remote) })
@@ -430,12 +442,27 @@ func (r *Relay) publishKey(ctx context.Context, rows []row) ([]int64, *failure) 
 			// it may have been published too, and are published again.
 			return done, &failure{row: rows[0], err: err}
 		}
+		now := time.Now()
+		attrs := r.topicAttrs(rows[0].topic)
 		for _, w := range rows[:n] {
 			done = append(done, w.id)
+			r.tel.OutboxLag.Record(ctx, now.Sub(w.createdAt).Seconds(), attrs)
 		}
+		r.tel.EventsPublished.Add(ctx, int64(n), attrs)
 		rows = rows[n:]
 	}
 	return done, nil
+}
+
+// topicAttrs returns the metrics' attributes of a topic (an event name).
+func (r *Relay) topicAttrs(topic string) metric.MeasurementOption {
+	if a, ok := r.byTopic.Load(topic); ok {
+		return a.(metric.MeasurementOption)
+	}
+	a := metric.WithAttributeSet(attribute.NewSet(telemetry.ServiceKey.String(r.cfg.Service),
+		telemetry.EventKey.String(topic), telemetry.PathKey.String("outbox")))
+	r.byTopic.Store(topic, a)
+	return a
 }
 
 func endSpans(spans []trace.Span, err error) {

@@ -273,9 +273,29 @@ func (v *validator) step(i int, st Step, seen map[string]bool) {
 
 func (v *validator) listeners(emitters map[string]role) {
 	s := v.s
-	inSaga := func(e string) bool {
+	// A listener may consume what another listener emits (the order
+	// service recording notify's notification.sent, say): such events
+	// follow the saga without changing its outcome.
+	byListeners := map[string][]string{}
+	for _, l := range s.Listeners {
+		for _, e := range l.Emits {
+			byListeners[e] = append(byListeners[e], l.Name)
+		}
+	}
+	stepEvent := func(e string) bool {
 		_, ok := emitters[e]
 		return ok || e == s.Start
+	}
+	inSaga := func(l Listener, e string) bool {
+		if stepEvent(e) {
+			return true
+		}
+		for _, name := range byListeners[e] {
+			if name != l.Name {
+				return true
+			}
+		}
+		return false
 	}
 	seen := map[string]bool{}
 	for _, l := range s.Listeners {
@@ -293,15 +313,15 @@ func (v *validator) listeners(emitters map[string]role) {
 			v.addListener(l.Name, "", "consumes no event")
 		}
 		for _, e := range l.On {
-			if !inSaga(e) {
-				v.addListener(l.Name, e, "is not an event of the saga (the start, or a step's success, failure or compensation done)")
+			if !inSaga(l, e) {
+				v.addListener(l.Name, e, "is not an event of the saga (the start, a step's success, failure or compensation done, or another listener's)")
 			}
 		}
 		for _, e := range l.Emits {
 			switch {
 			case !nameRE.MatchString(e):
 				v.addListener(l.Name, e, "emitted event is not lower-case words separated by dots")
-			case inSaga(e):
+			case stepEvent(e):
 				v.addListener(l.Name, e, "a listener may not emit an event of the saga's steps")
 			case v.drives(e):
 				v.addListener(l.Name, e, "a listener's event may not start a step or a compensation")

@@ -11,7 +11,7 @@ import (
 // checkoutRegistries are the registry files of the checkout's four
 // services, one per process, as saga.WriteRegistry writes them.
 var checkoutRegistries = map[string]string{
-	"order":     `{"services": [{"service": "order", "handlers": [{"name": "on-payment-failed", "events": ["payment.failed"]}, {"name": "on-refunded", "events": ["payment.refunded"]}, {"name": "on-reserved", "events": ["inventory.reserved"]}]}]}`,
+	"order":     `{"services": [{"service": "order", "handlers": [{"name": "on-payment-failed", "events": ["payment.failed"]}, {"name": "on-notified", "events": ["notification.sent"]}, {"name": "on-refunded", "events": ["payment.refunded"]}, {"name": "on-reserved", "events": ["inventory.reserved"]}]}]}`,
 	"payment":   `{"services": [{"service": "payment", "handlers": [{"name": "charge", "events": ["order.placed"]}, {"name": "on-timeout", "events": ["saga.timed_out"]}, {"name": "refund", "events": ["inventory.failed"]}]}]}`,
 	"inventory": `{"services": [{"service": "inventory", "handlers": [{"name": "reserve", "events": ["payment.captured"]}]}]}`,
 	"notify":    `{"services": [{"service": "notify", "handlers": [{"name": "cancelled", "events": ["order.cancelled"]}, {"name": "confirmed", "events": ["order.confirmed"]}]}]}`,

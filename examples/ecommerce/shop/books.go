@@ -3,6 +3,7 @@ package shop
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/troupehq/troupe/outbox"
@@ -28,21 +29,18 @@ func (b Books) String() string {
 // Books reads the ledgers of the order, payment and inventory databases
 // (all three must run in this stack).
 func (s *Stack) Books(ctx context.Context) (Books, error) {
-	for _, svc := range []string{OrderSvc, PaymentSvc, InventorySvc} {
-		if s.dbs[svc] == nil {
-			return Books{}, fmt.Errorf("shop: books: the %s service does not run in this stack", svc)
-		}
-	}
 	return ReadBooks(ctx, s.dbs[OrderSvc], s.dbs[PaymentSvc], s.dbs[InventorySvc])
 }
 
-// ReadBooks reads the ledgers of the order, payment and inventory
-// databases, wherever those services run (in other processes too). It
-// only reads: safe to call while the services run, though books read
-// mid-saga need not balance.
-func ReadBooks(ctx context.Context, orderDB, paymentDB, inventoryDB *outbox.DB) (Books, error) {
+// ReadBooks reads the ledgers from the order, payment and inventory
+// databases, wherever they are (a process that runs none of the services,
+// like the load generator, opens them by URL). Safe for concurrent use.
+func ReadBooks(ctx context.Context, order, payment, inventory *outbox.DB) (Books, error) {
 	var b Books
-	rows, err := orderDB.SQL().QueryContext(ctx, `SELECT status, amount, items FROM orders`)
+	if order == nil || payment == nil || inventory == nil {
+		return b, errors.New("shop: books need the order, payment and inventory databases")
+	}
+	rows, err := order.SQL().QueryContext(ctx, `SELECT status, amount, items FROM orders`)
 	if err != nil {
 		return b, err
 	}
@@ -73,13 +71,13 @@ func ReadBooks(ctx context.Context, orderDB, paymentDB, inventoryDB *outbox.DB) 
 	if err := rows.Err(); err != nil {
 		return b, err
 	}
-	pay := paymentDB.SQL()
+	pay := payment.SQL()
 	if err := pay.QueryRowContext(ctx, `SELECT COALESCE(SUM(amount), 0) FROM charges`).Scan(&b.Captured); err != nil {
 		return b, err
 	}
 	if err := pay.QueryRowContext(ctx, `SELECT COALESCE(SUM(amount), 0) FROM charges WHERE status = 'refunded'`).Scan(&b.Refunded); err != nil {
 		return b, err
 	}
-	err = inventoryDB.SQL().QueryRowContext(ctx, `SELECT COALESCE(SUM(quantity), 0) FROM reservations`).Scan(&b.Reserved)
+	err = inventory.SQL().QueryRowContext(ctx, `SELECT COALESCE(SUM(quantity), 0) FROM reservations`).Scan(&b.Reserved)
 	return b, err
 }

@@ -1,9 +1,12 @@
 package shop
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace"
@@ -25,7 +28,10 @@ type APIError struct {
 //
 //	POST /orders        place an order (JSON PlaceRequest); an Idempotency-Key
 //	                    header makes a retried request return the first order
-//	GET  /orders/{id}   an order and its history
+//	GET  /orders/{id}   an order and its history; with ?wait=notified (and
+//	                    &timeout=10s, at most MaxWait) it long-polls: it answers
+//	                    once the customer was told (notified_at set) or when
+//	                    the timeout ends (notified_at absent)
 //
 // Each request is a server span (otelhttp, continuing a traceparent the
 // client sent): an order's trace starts at its POST, and the span carries
@@ -64,7 +70,19 @@ func (s *OrderService) place(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *OrderService) get(w http.ResponseWriter, r *http.Request) {
-	o, err := s.Get(r.Context(), r.PathValue("id"))
+	wait, err := parseWait(r)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, APIError{Error: err.Error()})
+		return
+	}
+	var o Order
+	if wait > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		defer cancel()
+		o, err = s.WaitNotified(ctx, r.PathValue("id"))
+	} else {
+		o, err = s.Get(r.Context(), r.PathValue("id"))
+	}
 	switch {
 	case errors.Is(err, ErrNoOrder):
 		writeJSON(w, http.StatusNotFound, APIError{Error: "no order " + r.PathValue("id")})
@@ -73,6 +91,29 @@ func (s *OrderService) get(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, http.StatusOK, o)
 	}
+}
+
+// parseWait reads ?wait=notified&timeout=D; 0 without wait.
+func parseWait(r *http.Request) (time.Duration, error) {
+	q := r.URL.Query()
+	switch q.Get("wait") {
+	case "":
+		if q.Has("timeout") {
+			return 0, errors.New("timeout: only with wait=notified")
+		}
+		return 0, nil
+	case "notified":
+	default:
+		return 0, fmt.Errorf("wait: %q is not \"notified\"", q.Get("wait"))
+	}
+	if !q.Has("timeout") {
+		return 10 * time.Second, nil
+	}
+	d, err := time.ParseDuration(q.Get("timeout"))
+	if err != nil || d <= 0 || d > MaxWait {
+		return 0, fmt.Errorf("timeout: %q is not a duration in (0, %v]", q.Get("timeout"), MaxWait)
+	}
+	return d, nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -22,7 +22,8 @@ const (
 	Cancelled = "CANCELLED"
 )
 
-// Order is an order as the order service keeps it.
+// Order is an order as the order service keeps it. NotifiedAt is when the
+// customer was told how it ended (the service consumes notification.sent).
 type Order struct {
 	ID            string         `json:"id"`
 	Customer      string         `json:"customer"`
@@ -31,6 +32,7 @@ type Order struct {
 	PaymentMethod string         `json:"payment_method"`
 	Status        string         `json:"status"`
 	Reason        string         `json:"reason,omitempty"`
+	NotifiedAt    *time.Time     `json:"notified_at,omitempty"`
 	History       []HistoryEntry `json:"history"`
 }
 
@@ -87,8 +89,9 @@ func (r PlaceRequest) Validate() error {
 
 // OrderService places orders and follows them to their end.
 type OrderService struct {
-	db *outbox.DB
-	em *handlers.Emitter
+	db      *outbox.DB
+	em      *handlers.Emitter
+	waiting waiters
 }
 
 var orderSchema = []string{
@@ -96,6 +99,7 @@ var orderSchema = []string{
 		amount INTEGER NOT NULL, payment_method TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '')`,
 	`CREATE TABLE IF NOT EXISTS order_history (order_id TEXT NOT NULL, at TIMESTAMP NOT NULL, status TEXT NOT NULL,
 		event TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '')`,
+	`CREATE INDEX IF NOT EXISTS order_history_order ON order_history (order_id, at)`,
 	`CREATE TABLE IF NOT EXISTS order_idempotency (key TEXT PRIMARY KEY, order_id TEXT NOT NULL)`,
 }
 
@@ -115,6 +119,7 @@ func NewOrderService(ctx context.Context, db *outbox.DB, r *handlers.Router) (*O
 		handlers.HandleTx(r, "on-refunded", handlers.TxHandlerFunc[PaymentRefunded](func(ctx context.Context, tx *outbox.Tx, e PaymentRefunded) error {
 			return s.settle(ctx, tx, e.OrderID, Cancelled, e.EventName(), e.Reason)
 		})),
+		s.registerNotified(ctx, r),
 	)
 }
 
@@ -167,8 +172,11 @@ var ErrNoOrder = errors.New("shop: no such order")
 func (s *OrderService) Get(ctx context.Context, id string) (Order, error) {
 	o := Order{ID: id}
 	var items string
-	err := s.db.SQL().QueryRowContext(ctx, s.db.Rebind(`SELECT customer, items, amount, payment_method, status, reason FROM orders WHERE id = ?`), id).
-		Scan(&o.Customer, &items, &o.Amount, &o.PaymentMethod, &o.Status, &o.Reason)
+	var notified sql.NullTime
+	// One statement, so that the status and the notification agree.
+	err := s.db.SQL().QueryRowContext(ctx, s.db.Rebind(`SELECT o.customer, o.items, o.amount, o.payment_method, o.status, o.reason, n.at
+		FROM orders o LEFT JOIN order_notified n ON n.order_id = o.id WHERE o.id = ?`), id).
+		Scan(&o.Customer, &items, &o.Amount, &o.PaymentMethod, &o.Status, &o.Reason, &notified)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, ErrNoOrder
 	}
@@ -177,6 +185,9 @@ func (s *OrderService) Get(ctx context.Context, id string) (Order, error) {
 	}
 	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
 		return Order{}, err
+	}
+	if notified.Valid {
+		o.NotifiedAt = &notified.Time
 	}
 	rows, err := s.db.SQL().QueryContext(ctx, s.db.Rebind(`SELECT at, status, event, detail FROM order_history WHERE order_id = ? ORDER BY at`), id)
 	if err != nil {

@@ -23,7 +23,8 @@ import (
 //     inventory.failed; it is the pivot: nothing after it fails, and a
 //     failed reservation returns its partial holds in its own transaction;
 //   - confirm (order) turns inventory.reserved into order.confirmed;
-//   - notify listens to both endings and emits notification.sent.
+//   - notify listens to both endings and emits notification.sent, which
+//     the order service records (the customer was told).
 //
 // A checkout must end within CheckoutDeadline of order.placed: the saga
 // tracker (Start runs it with all the services) emits saga.timed_out for
@@ -76,6 +77,10 @@ var CheckoutSaga = saga.Saga{
 		Service: NotifySvc,
 		On:      []string{OrderConfirmed{}.EventName(), OrderCancelled{}.EventName()},
 		Emits:   []string{NotificationSent{}.EventName()},
+	}, {
+		Name:    "record-notified",
+		Service: OrderSvc,
+		On:      []string{NotificationSent{}.EventName()},
 	}},
 	Completed:   []string{OrderConfirmed{}.EventName()},
 	Compensated: []string{OrderCancelled{}.EventName()},

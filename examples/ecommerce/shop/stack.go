@@ -234,7 +234,9 @@ func (s *Stack) start(ctx, runCtx context.Context, cfg Config, name string) erro
 			}
 		}))
 	}
-	r, err := handlers.NewRouter(handlers.Config{Service: cfg.QueuePrefix + name, Exchange: cfg.Exchange, Retry: cfg.Retry, Prefetch: 256,
+	// Concurrency: a charge retried in process after a gateway timeout
+	// must not hold the other orders' charges for its backoff.
+	r, err := handlers.NewRouter(handlers.Config{Service: cfg.QueuePrefix + name, Exchange: cfg.Exchange, Retry: cfg.Retry, Prefetch: 256, Concurrency: 8,
 		Relay: outbox.RelayConfig{PollInterval: 200 * time.Millisecond}}, tr, opts...)
 	if err != nil {
 		return err

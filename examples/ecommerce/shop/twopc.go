@@ -126,6 +126,9 @@ func (s *Stack) startCoordinator(ctx context.Context, cfg Config, node string, d
 	}
 	o := &OrderService{db: db, em: r.Emitter()}
 	s.Order = o
+	if err := o.registerNotified(ctx, r); err != nil {
+		return nil, err
+	}
 	settle := func(ctx context.Context, tx *outbox.Tx, gid string, out twopc.Outcome, reason string) error {
 		status, event, orderReason := Confirmed, "twopc.commit", ""
 		if out == twopc.Abort {

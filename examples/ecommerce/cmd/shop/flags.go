@@ -20,7 +20,7 @@ import (
 type options struct {
 	addr, http, data, bus, db, exchange, queuePrefix string
 	declined, stock, logLevel, checkout              string
-	jaegerUI                                         string
+	jaegerUI, metricsAddr                            string
 	limit                                            int
 	transient                                        float64
 	seed                                             uint64
@@ -49,6 +49,7 @@ var envNames = map[string]string{
 	"log-level":          "TROUPE_LOG_LEVEL",
 	"checkout":           "TROUPE_CHECKOUT",
 	"jaeger-ui":          "JAEGER_UI_URL",
+	"metrics-addr":       "TROUPE_METRICS_ADDR",
 }
 
 // newFlags declares the flags of command cmd ("all" or a service name):
@@ -89,6 +90,7 @@ func newFlags(cmd string) (*flag.FlagSet, *options) {
 	}
 	fs.BoolVar(&o.quiet, "quiet", false, "do not print a line per event")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level of stderr: debug, info, warn or error")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics on this address instead of on the HTTP server of -addr / -http")
 	fs.VisitAll(func(f *flag.Flag) {
 		if env, ok := envNames[f.Name]; ok {
 			f.Usage += " (env " + env + ")"

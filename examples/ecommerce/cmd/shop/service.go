@@ -61,6 +61,11 @@ func serve(ctx context.Context, name string, o *options, cfg shop.Config, stdout
 			err = fmt.Errorf("flush traces: %w", terr)
 		}
 	}()
+	metrics, err := startMetrics(traceName, o.metricsAddr, stdout)
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
 	cfg.Logger = slog.New(tracing.NewLogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.level})))
 	if !o.quiet {
 		var mu sync.Mutex
@@ -109,7 +114,7 @@ func serve(ctx context.Context, name string, o *options, cfg shop.Config, stdout
 			mux.Handle("/ui/", page)
 			what += "; live page (GET /)"
 		}
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		srv = &http.Server{Handler: metrics.mount(mux), ReadHeaderTimeout: 5 * time.Second}
 		if page != nil {
 			srv.RegisterOnShutdown(page.Close) // the page's event streams
 		}

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"github.com/troupehq/troupe/examples/ecommerce/load"
+	"github.com/troupehq/troupe/examples/ecommerce/shop"
+)
+
+// runLoad is "shop load": the load generator (see docs/ecommerce-load.md).
+// It places orders through the order API at -url, or, with -inprocess,
+// through a stack it starts itself; then it prints the tally and the
+// books, and fails when the books do not balance or an order is stuck or
+// could not be placed.
+func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("shop load", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	var cfg load.Config
+	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "base URL of the order API")
+	fs.IntVar(&cfg.Orders, "n", 10_000, "orders to place")
+	fs.IntVar(&cfg.Concurrency, "c", 50, "orders in flight at most")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "placements per second; 0: as fast as -c allows")
+	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "placement to notification beyond which an order is stuck")
+	fs.Float64Var(&cfg.DeclinedShare, "declined", 0.05, "share of orders paid with -declined-method")
+	fs.Float64Var(&cfg.SoldOutShare, "sold-out", 0.05, "share of orders that also ask for -sold-out-sku (refunded when none is left)")
+	fs.StringVar(&cfg.DeclinedMethod, "declined-method", "card-declined", "payment method the shop declines")
+	fs.StringVar(&cfg.SoldOutSKU, "sold-out-sku", "plum", "sku the shop runs out of")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the order mix")
+	data := fs.String("data", "data", "folder of the services' SQLite files, for the books")
+	var urls load.LedgerURLs
+	fs.StringVar(&urls.Order, "order-db", "", "order database URL for the books (default: in -data)")
+	fs.StringVar(&urls.Payment, "payment-db", "", "payment database URL for the books (default: in -data)")
+	fs.StringVar(&urls.Inventory, "inventory-db", "", "inventory database URL for the books (default: in -data)")
+	noBooks := fs.Bool("no-books", false, "skip the books check (the databases are out of reach)")
+	inprocess := fs.Bool("inprocess", false, "start the whole stack in this process (bundled broker, SQLite in a fresh folder unless -data is given)")
+	transient := fs.Float64("transient-failures", 0.05, "with -inprocess: share of first charge attempts that time out")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	metricsAddr := fs.String("metrics-addr", "", "with -inprocess: serve /metrics on this address instead of on the order API's")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("shop load: unexpected arguments %v", fs.Args())
+	}
+	if *transient < 0 || *transient > 1 {
+		return fmt.Errorf("shop load: -transient-failures %v is not in 0..1", *transient)
+	}
+	if err := cfg.Validate(); err != nil && !*inprocess {
+		return err
+	}
+	if cfg.Orders <= 0 {
+		return fmt.Errorf("shop load: -n %d must be positive", cfg.Orders)
+	}
+	dataSet := false
+	fs.Visit(func(f *flag.Flag) { dataSet = dataSet || f.Name == "data" })
+	cfg.Progress, cfg.ProgressInPlace = stdout, isTerminal(stdout)
+
+	var books func(context.Context) (shop.Books, error)
+	if *inprocess {
+		dir := *data
+		if !dataSet {
+			tmp, err := os.MkdirTemp("", "shop-load-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			dir = tmp
+		}
+		metrics, err := startMetrics("shop", *metricsAddr, stdout)
+		if err != nil {
+			return err
+		}
+		defer metrics.Close()
+		stack, url, stop, err := startInProcess(ctx, dir, *transient, metrics.mount)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		cfg.URL, books = url, stack.Books
+		fmt.Fprintf(stdout, "shop load: in process (bundled broker, SQLite in %s), order API on %s\n", dir, url)
+	} else if !*noBooks {
+		u := load.DataDirURLs(*data)
+		u.Order, u.Payment, u.Inventory = cmpOr(urls.Order, u.Order), cmpOr(urls.Payment, u.Payment), cmpOr(urls.Inventory, u.Inventory)
+		ledgers, err := load.OpenLedgers(ctx, u)
+		if err != nil {
+			return fmt.Errorf("shop load: books: %w (use -data, -order-db..., or -no-books)", err)
+		}
+		defer ledgers.Close()
+		books = ledgers.Books
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	fmt.Fprintf(stdout, "shop load: %d orders, %d in flight at most, rate %s, to %s\n", cfg.Orders, cfg.Concurrency, rateString(cfg.Rate), cfg.URL)
+	res, err := load.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return report(ctx, stdout, res, books)
+}
+
+// report prints the tally and the books; its error is the run's verdict.
+func report(ctx context.Context, stdout io.Writer, res load.Result, books func(context.Context) (shop.Books, error)) error {
+	fmt.Fprintf(stdout, "tally: %v\n", res)
+	var errs []error
+	if res.Stuck > 0 {
+		errs = append(errs, fmt.Errorf("%d orders stuck (not notified in time)", res.Stuck))
+	}
+	if res.Failed > 0 {
+		errs = append(errs, fmt.Errorf("%d orders could not be placed: first error: %w", res.Failed, res.FirstErr))
+	}
+	if books != nil {
+		b, err := books(ctx)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("books: %w", err))
+		case b.Balanced():
+			fmt.Fprintf(stdout, "books: balanced: %v\n", b)
+		default:
+			fmt.Fprintf(stdout, "books: NOT BALANCED: %v\n", b)
+			errs = append(errs, errors.New("the books do not balance"))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("load: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// startInProcess starts the four services on the bundled broker with
+// SQLite files in dir, and serves the order API, wrapped by mount (which
+// adds /metrics), on a free loopback port.
+func startInProcess(ctx context.Context, dir string, transient float64, mount func(http.Handler) http.Handler) (*shop.Stack, string, func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, "", nil, err
+	}
+	stack, err := shop.Start(ctx, shop.Config{
+		BusURL: "mem://shop-load", DataDir: dir,
+		Stock:   map[string]int{"apple": 1_000_000_000, "pear": 1_000_000_000, "plum": 50},
+		Payment: shop.PaymentConfig{DeclinedMethod: "card-declined", Limit: 100_000, TransientFailureRate: transient, Seed: uint64(time.Now().UnixNano())},
+		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, errors.Join(err, stack.Close())
+	}
+	srv := &http.Server{Handler: mount(stack.Order.HTTPHandler()), ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(ln) // ErrServerClosed once stop shuts it down
+	}()
+	stop := func() {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+		<-served
+		_ = stack.Close()
+	}
+	return stack, "http://" + ln.Addr().String(), stop, nil
+}
+
+func rateString(r float64) string {
+	if r <= 0 {
+		return "unpaced"
+	}
+	return fmt.Sprintf("%.0f/s", r)
+}
+
+func cmpOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// isTerminal reports whether w is a terminal, where the progress line
+// overwrites itself.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestLoadInProcess runs "shop load -inprocess" end to end: tally, books,
+// exit status.
+func TestLoadInProcess(t *testing.T) {
+	var out syncBuffer
+	err := runLoad(context.Background(), []string{"-inprocess", "-data", t.TempDir(), "-n", "200", "-c", "20"}, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	for _, want := range []string{"/200", "tally: ", " 0 stuck, 0 failed", "books: balanced: "} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("no %q in:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestLoadFailures(t *testing.T) {
+	tests := []struct {
+		name string
+		give []string
+		want string
+	}{
+		{"nobody listens", []string{"-url", "http://127.0.0.1:1", "-no-books", "-n", "2", "-timeout", "1s"}, "2 orders could not be placed"},
+		{"no databases for the books", []string{"-data", "/nonexistent/data", "-n", "1"}, "books: the order database"},
+		{"bad share", []string{"-no-books", "-declined", "2"}, "shares"},
+		{"bad transient share", []string{"-inprocess", "-transient-failures", "-1"}, "-transient-failures"},
+		{"no orders", []string{"-inprocess", "-n", "0"}, "-n 0"},
+		{"extra argument", []string{"-no-books", "now"}, "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out syncBuffer
+			err := runLoad(context.Background(), tt.give, &out)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one with %q\n%s", err, tt.want, out.String())
+			}
+		})
+	}
+}

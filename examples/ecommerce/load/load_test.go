@@ -1,0 +1,169 @@
+package load_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/troupehq/troupe/examples/ecommerce/load"
+	"github.com/troupehq/troupe/examples/ecommerce/shop"
+	"github.com/troupehq/troupe/handlers"
+)
+
+var seq atomic.Int64
+
+// startShop runs the given services (all when none) on a private bundled
+// broker, SQLite files in dir, and serves the order API.
+func startShop(t *testing.T, dir string, services ...string) *httptest.Server {
+	t.Helper()
+	s, err := shop.Start(context.Background(), shop.Config{
+		BusURL:   fmt.Sprintf("mem://load-test-%d", seq.Add(1)),
+		DataDir:  dir,
+		Services: services,
+		Payment:  shop.PaymentConfig{DeclinedMethod: "card-declined", TransientFailureRate: 0.05, Seed: 1},
+		Stock:    map[string]int{"apple": 1_000_000, "pear": 1_000_000, "plum": 0},
+		Retry: &handlers.RetryPolicy{Immediate: 2, InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond,
+			Multiplier: 2, MaxElapsed: time.Second, Delays: []time.Duration{20 * time.Millisecond}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Order.HTTPHandler())
+	t.Cleanup(func() {
+		srv.Close()
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return srv
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestShortRun places 200 orders of the mix and checks every order's end
+// against its plan, then the books.
+func TestShortRun(t *testing.T) {
+	dir := t.TempDir()
+	srv := startShop(t, dir)
+	var progress syncBuffer
+	res, err := load.Run(context.Background(), load.Config{
+		URL: srv.URL, Orders: 200, Concurrency: 20, DeclinedShare: 0.1, SoldOutShare: 0.1, Seed: 3,
+		Progress: &progress, ProgressInterval: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Plums are out of stock, apples and pears plentiful: the happy
+	// orders are confirmed, the declined and sold-out ones cancelled.
+	if res.Planned[load.Declined] == 0 || res.Planned[load.SoldOut] == 0 {
+		t.Fatalf("the mix has no declined or sold-out orders: %v", res.Planned)
+	}
+	if res.Confirmed != res.Planned[load.Happy] || res.Cancelled != res.Planned[load.Declined]+res.Planned[load.SoldOut] ||
+		res.Stuck != 0 || res.Failed != 0 {
+		t.Fatalf("tally %v, planned %v", res, res.Planned)
+	}
+	if res.P50 <= 0 || res.P99 < res.P50 || res.Max < res.P99 || res.Rate() <= 0 {
+		t.Fatalf("latencies and rate: %v", res)
+	}
+	if !strings.Contains(progress.String(), "/200") {
+		t.Fatalf("no progress line: %q", progress.String())
+	}
+	ledgers, err := load.OpenLedgers(context.Background(), load.DataDirURLs(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ledgers.Close()
+	books, err := ledgers.Books(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !books.Balanced() || books.Confirmed != res.Confirmed || books.Cancelled != res.Cancelled || books.Pending != 0 ||
+		books.Refunded == 0 {
+		t.Fatalf("books %v; tally %v", books, res)
+	}
+}
+
+// TestStuckOrders: without the notify service no order is ever notified;
+// each counts as stuck once its timeout passes.
+func TestStuckOrders(t *testing.T) {
+	srv := startShop(t, t.TempDir(), shop.OrderSvc, shop.PaymentSvc, shop.InventorySvc)
+	res, err := load.Run(context.Background(), load.Config{URL: srv.URL, Orders: 5, Concurrency: 5, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Stuck != 5 || res.Completed() != 0 {
+		t.Fatalf("tally %v, want 5 stuck", res)
+	}
+}
+
+func TestRate(t *testing.T) {
+	srv := startShop(t, t.TempDir())
+	res, err := load.Run(context.Background(), load.Config{URL: srv.URL, Orders: 21, Concurrency: 5, Rate: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 21 orders at 40/s: the last one is placed 0.5 s after the first.
+	if res.Completed() != 21 || res.Elapsed < 500*time.Millisecond {
+		t.Fatalf("tally %v, want 21 orders in more than 0.5 s", res)
+	}
+}
+
+func TestFailedPlacements(t *testing.T) {
+	srv := startShop(t, t.TempDir())
+	// A wrong base URL: every POST is answered 404.
+	res, err := load.Run(context.Background(), load.Config{URL: srv.URL + "/nowhere", Orders: 3, Concurrency: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed != 3 || res.FirstErr == nil || !strings.Contains(res.FirstErr.Error(), "404") {
+		t.Fatalf("tally %v (%v), want 3 failed with 404", res, res.FirstErr)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		give load.Config
+		want string
+	}{
+		{"no url", load.Config{Orders: 1}, "URL"},
+		{"no orders", load.Config{URL: "http://x"}, "Orders"},
+		{"shares", load.Config{URL: "http://x", Orders: 1, DeclinedShare: 0.7, SoldOutShare: 0.7}, "shares"},
+		{"negative", load.Config{URL: "http://x", Orders: 1, Rate: -1}, "negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load.Run(context.Background(), tt.give)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one about %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLedgersOfAMissingFolder(t *testing.T) {
+	_, err := load.OpenLedgers(context.Background(), load.DataDirURLs(t.TempDir()+"/nothing"))
+	if err == nil || !strings.Contains(err.Error(), "order database") {
+		t.Fatalf("error %v, want one naming the order database", err)
+	}
+}
