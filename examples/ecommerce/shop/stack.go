@@ -52,6 +52,23 @@ type Config struct {
 	// when it runs every service; its database is DBURLs["saga-tracker"],
 	// else saga-tracker.db in DataDir.
 	Tracker saga.TrackerConfig
+	// Transport, when set, connects a service (or the tracker) to the bus
+	// instead of transport.Open(BusURL): a test harness passes its
+	// fault-injecting transports here (package saga/sagatest).
+	Transport func(service string) (transport.Transport, error)
+	// Clock, when set, is the time the services' routers write into
+	// their messages (handlers.WithClock); a test harness passes its
+	// virtual clock, the same as Tracker.Clock.
+	Clock func() time.Time
+}
+
+// openTransport connects service to the bus: through cfg.Transport when
+// set, else by URL.
+func openTransport(cfg Config, service string) (transport.Transport, error) {
+	if cfg.Transport != nil {
+		return cfg.Transport(service)
+	}
+	return transport.Open(cfg.BusURL, transport.WithLogger(cfg.Logger))
 }
 
 // Service names.
@@ -146,7 +163,7 @@ func (s *Stack) startTracker(ctx, runCtx context.Context, cfg Config) error {
 		return err
 	}
 	s.dbs[saga.TrackerService] = db
-	tr, err := transport.Open(cfg.BusURL, transport.WithLogger(cfg.Logger))
+	tr, err := openTransport(cfg, saga.TrackerService)
 	if err != nil {
 		return err
 	}
@@ -220,13 +237,16 @@ func (s *Stack) start(ctx, runCtx context.Context, cfg Config, name string) erro
 		return err
 	}
 	s.dbs[name] = db
-	tr, err := transport.Open(cfg.BusURL, transport.WithLogger(cfg.Logger))
+	tr, err := openTransport(cfg, name)
 	if err != nil {
 		return err
 	}
 	s.trs = append(s.trs, tr)
 	// Dead letters are announced, so that the tracker parks their sagas.
 	opts := []handlers.Option{handlers.WithDB(db), handlers.WithLogger(cfg.Logger), handlers.WithDeadLetterEvents()}
+	if cfg.Clock != nil {
+		opts = append(opts, handlers.WithClock(cfg.Clock))
+	}
 	if cfg.OnEvent != nil {
 		opts = append(opts, handlers.WithObserver(func(_ context.Context, o handlers.Observation) {
 			if o.Outcome == handlers.Handled {
