@@ -4,12 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
+	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/saga"
 	"github.com/troupehq/troupe/saga/sagatest"
 	"github.com/troupehq/troupe/transport"
@@ -25,8 +27,8 @@ type checkout struct {
 	h *sagatest.Harness
 	s *shop.Stack
 
-	mu      sync.Mutex
-	handled map[string]int // "service event saga" -> runs that succeeded
+	mu       sync.Mutex
+	outcomes map[string]int // "service event saga outcome" -> deliveries
 }
 
 // trackerQueue is the checkout tracker's queue.
@@ -35,7 +37,7 @@ var trackerQueue = saga.TrackerService + "." + shop.CheckoutSaga.Name
 func startCheckout(t *testing.T, pay shop.PaymentConfig) *checkout {
 	t.Helper()
 	h := sagatest.New(t)
-	c := &checkout{h: h, handled: map[string]int{}}
+	c := &checkout{h: h, outcomes: map[string]int{}}
 	s, err := shop.Start(context.Background(), shop.Config{
 		BusURL:    h.BusURL(),
 		Transport: func(service string) (transport.Transport, error) { return h.Transport(service) },
@@ -45,10 +47,10 @@ func startCheckout(t *testing.T, pay shop.PaymentConfig) *checkout {
 		Payment:   pay,
 		Stock:     map[string]int{"apple": 10, "pear": 1},
 		Retry:     sagatest.RetryPolicy(),
-		OnEvent: func(service, event, sagaID string) {
+		Observe: func(service string, o handlers.Observation) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			c.handled[service+" "+event+" "+sagaID]++
+			c.outcomes[fmt.Sprint(service, o.Event, o.SagaID, o.Outcome)]++
 		},
 	})
 	if err != nil {
@@ -76,9 +78,15 @@ func (c *checkout) place(t *testing.T, method string, items ...shop.Item) string
 
 // runs is how many times service's handler of event succeeded for id.
 func (c *checkout) runs(service, event, id string) int {
+	return c.count(service, event, id, handlers.Handled)
+}
+
+// count is how many deliveries of event to service's handler for id
+// ended with outcome.
+func (c *checkout) count(service, event, id string, outcome handlers.Outcome) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.handled[service+" "+event+" "+id]
+	return c.outcomes[fmt.Sprint(service, event, id, outcome)]
 }
 
 // query returns one value from a service's database.
@@ -173,6 +181,9 @@ func TestHarnessDuplicatePaymentCaptured(t *testing.T) {
 	if got := c.runs(shop.InventorySvc, "payment.captured", id); got != 1 {
 		t.Errorf("reserve ran %d times, want 1", got)
 	}
+	if got := c.count(shop.InventorySvc, "payment.captured", id, handlers.Duplicate); got != 1 {
+		t.Errorf("the inbox skipped %d deliveries, want the duplicate", got)
+	}
 	if got := c.query(t, shop.InventorySvc, `SELECT COUNT(*) FROM reservations WHERE order_id = ?`, id); got != "1" {
 		t.Errorf("%s reservations, want 1", got)
 	}
@@ -217,6 +228,9 @@ func TestHarnessCrashAfterCommit(t *testing.T) {
 	}
 	if got := c.runs(shop.PaymentSvc, "order.placed", id); got != 1 {
 		t.Errorf("charge ran %d times to the end, want 1", got)
+	}
+	if got := c.count(shop.PaymentSvc, "order.placed", id, handlers.Duplicate); got != 1 {
+		t.Errorf("the inbox skipped %d deliveries, want the redelivery", got)
 	}
 	if got := c.query(t, shop.PaymentSvc, `SELECT COUNT(*) FROM charges WHERE order_id = ? AND status = 'captured'`, id); got != "1" {
 		t.Errorf("%s charges, want 1", got)

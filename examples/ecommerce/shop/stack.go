@@ -48,6 +48,10 @@ type Config struct {
 	// OnEvent, when set, is called for every event a service handles
 	// (service, event name, order id): the "line per event" of the demo.
 	OnEvent func(service, event, orderID string)
+	// Observe, when set, is called after every delivery to a service's
+	// handler, whatever its outcome (handlers.WithObserver): tests count
+	// the duplicates the inbox skipped.
+	Observe func(service string, o handlers.Observation)
 	// Tracker configures the checkout's saga tracker, which Start runs
 	// when it runs every service; its database is DBURLs["saga-tracker"],
 	// else saga-tracker.db in DataDir.
@@ -246,6 +250,9 @@ func (s *Stack) start(ctx, runCtx context.Context, cfg Config, name string) erro
 	opts := []handlers.Option{handlers.WithDB(db), handlers.WithLogger(cfg.Logger), handlers.WithDeadLetterEvents()}
 	if cfg.Clock != nil {
 		opts = append(opts, handlers.WithClock(cfg.Clock))
+	}
+	if cfg.Observe != nil {
+		opts = append(opts, handlers.WithObserver(func(_ context.Context, o handlers.Observation) { cfg.Observe(name, o) }))
 	}
 	if cfg.OnEvent != nil {
 		opts = append(opts, handlers.WithObserver(func(_ context.Context, o handlers.Observation) {
