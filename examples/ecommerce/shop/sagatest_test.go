@@ -14,7 +14,6 @@ import (
 	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/saga"
 	"github.com/troupehq/troupe/saga/sagatest"
-	"github.com/troupehq/troupe/transport"
 )
 
 // The checkout's tests on the deterministic harness (package
@@ -40,7 +39,7 @@ func startCheckout(t *testing.T, pay shop.PaymentConfig) *checkout {
 	c := &checkout{h: h, outcomes: map[string]int{}}
 	s, err := shop.Start(context.Background(), shop.Config{
 		BusURL:    h.BusURL(),
-		Transport: func(service string) (transport.Transport, error) { return h.Transport(service) },
+		Transport: h.Transport,
 		Clock:     h.Now,
 		Tracker:   h.TrackerConfig(),
 		DataDir:   h.Dir(),
