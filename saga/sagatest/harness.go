@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,6 +241,27 @@ func (h *Harness) AwaitState(t T, sagaID string, want saga.State) saga.Instance 
 	}
 }
 
+// AwaitEvents polls the tracker until the event entries of instance
+// sagaID are exactly events, in any order (two consumers of the tracker's
+// queue may record two events in either order), and returns its history;
+// after h.Wait the test fails with the events recorded.
+func (h *Harness) AwaitEvents(t T, sagaID string, events ...string) []saga.Entry {
+	t.Helper()
+	want := slices.Sorted(slices.Values(events))
+	deadline := time.Now().Add(h.Wait)
+	for {
+		in, err := h.watched(t).Get(context.Background(), "", sagaID)
+		got := slices.Sorted(slices.Values(Events(in.History)))
+		if err == nil && slices.Equal(got, want) {
+			return in.History
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("saga %s: events %q (%v), want %q\nheld: %v", sagaID, got, err, want, h.f.heldNow())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // History returns instance sagaID's history in time order; the test
 // fails if there is none.
 func (h *Harness) History(t T, sagaID string) []saga.Entry {
@@ -324,6 +346,25 @@ func (h *Harness) Injected() []Injection { return h.f.injections() }
 // injection so far (a redelivered message counts again), in order of
 // arrival; their Message is nil.
 func (h *Harness) Deliveries(m Match) []Delivery { return h.f.deliveries(m) }
+
+// AwaitDeliveries waits until at least n deliveries matching m arrived,
+// and returns them all; the test fails after h.Wait. A fault's second
+// delivery (a redelivery, a duplicate) may come after the saga has ended,
+// so count deliveries with it rather than with Deliveries.
+func (h *Harness) AwaitDeliveries(t T, m Match, n int) []Delivery {
+	t.Helper()
+	deadline := time.Now().Add(h.Wait)
+	for {
+		got := h.f.deliveries(m)
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sagatest: %d deliveries matching %s within %v, want %d\nheld: %v", len(got), m, h.Wait, n, h.f.heldNow())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
 
 // AwaitInjected waits until n faults of kind f were injected (in all),
 // and returns them; the test fails after h.Wait.

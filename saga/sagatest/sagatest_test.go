@@ -122,7 +122,7 @@ func TestDuplicateDropAndCrash(t *testing.T) {
 					t.Errorf("injected %v", in)
 				}
 			}
-			if got := len(h.Deliveries(sagatest.Match{Queue: "agents.assign", SagaID: "T-2"})); got != tt.wantDeliveries {
+			if got := len(h.AwaitDeliveries(t, sagatest.Match{Queue: "agents.assign", SagaID: "T-2"}, tt.wantDeliveries)); got != tt.wantDeliveries {
 				t.Errorf("%d deliveries of T-2 to the agents, want %d", got, tt.wantDeliveries)
 			}
 			if got := len(h.Deliveries(sagatest.Match{Queue: "agents.assign", SagaID: "T-1"})); got != 1 {

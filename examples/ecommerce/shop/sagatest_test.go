@@ -88,6 +88,22 @@ func (c *checkout) count(service, event, id string, outcome handlers.Outcome) in
 	return c.outcomes[fmt.Sprint(service, event, id, outcome)]
 }
 
+var outcomeNames = map[handlers.Outcome]string{handlers.Handled: "handled", handlers.Duplicate: "skipped as duplicates"}
+
+// awaitCount waits until count(service, event, id, outcome) reaches want
+// (a delivery is observed after its handler's events may have completed
+// the saga), then fails if it went past.
+func (c *checkout) awaitCount(t *testing.T, service, event, id string, outcome handlers.Outcome, want int) {
+	t.Helper()
+	deadline := time.Now().Add(c.h.Wait)
+	for c.count(service, event, id, outcome) < want && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
+	if got := c.count(service, event, id, outcome); got != want {
+		t.Errorf("%s %s of %s: %d deliveries %s, want %d", service, event, id, got, outcomeNames[outcome], want)
+	}
+}
+
 // query returns one value from a service's database.
 func (c *checkout) query(t *testing.T, service, q string, args ...any) string {
 	t.Helper()
@@ -124,7 +140,7 @@ func TestHarnessCheckoutOutcomes(t *testing.T) {
 			id := c.place(t, tt.giveMethod, tt.giveItems...)
 			c.h.AwaitState(t, id, tt.wantState)
 			// notification.sent may be recorded just after the ending.
-			awaitEvents(t, c.h, id, tt.wantEvents)
+			c.h.AwaitEvents(t, id, tt.wantEvents...)
 			if got := c.query(t, shop.PaymentSvc, `SELECT status FROM charges WHERE order_id = ?`, id); got != tt.wantCharge {
 				t.Errorf("charge %q, want %q", got, tt.wantCharge)
 			}
@@ -132,24 +148,6 @@ func TestHarnessCheckoutOutcomes(t *testing.T) {
 				t.Errorf("apples in stock %s, want %s", got, tt.wantApples)
 			}
 		})
-	}
-}
-
-// awaitEvents waits until the tracker recorded exactly the events of want,
-// in any order (two consumers of the tracker's queue may record two
-// events in either order).
-func awaitEvents(t *testing.T, h *sagatest.Harness, id string, want []string) {
-	t.Helper()
-	deadline := time.Now().Add(h.Wait)
-	for {
-		got := slices.Sorted(slices.Values(sagatest.Events(h.History(t, id))))
-		if slices.Equal(got, slices.Sorted(slices.Values(want))) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("saga %s: events %q, want %q", id, got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -177,12 +175,8 @@ func TestHarnessDuplicatePaymentCaptured(t *testing.T) {
 	id := c.place(t, "card", shop.Item{SKU: "apple", Quantity: 3, Price: 100})
 	c.h.AwaitState(t, id, saga.Completed)
 	c.h.AwaitInjected(t, sagatest.Duplicated, 1)
-	if got := c.runs(shop.InventorySvc, "payment.captured", id); got != 1 {
-		t.Errorf("reserve ran %d times, want 1", got)
-	}
-	if got := c.count(shop.InventorySvc, "payment.captured", id, handlers.Duplicate); got != 1 {
-		t.Errorf("the inbox skipped %d deliveries, want the duplicate", got)
-	}
+	c.awaitCount(t, shop.InventorySvc, "payment.captured", id, handlers.Handled, 1)
+	c.awaitCount(t, shop.InventorySvc, "payment.captured", id, handlers.Duplicate, 1) // the inbox skipped the second delivery
 	if got := c.query(t, shop.InventorySvc, `SELECT COUNT(*) FROM reservations WHERE order_id = ?`, id); got != "1" {
 		t.Errorf("%s reservations, want 1", got)
 	}
@@ -203,12 +197,10 @@ func TestHarnessDroppedThenRedelivered(t *testing.T) {
 	if got := c.h.AwaitInjected(t, sagatest.Dropped, 1); got[0].Delivery.SagaID != id {
 		t.Errorf("dropped %v, want the order's payment.captured", got[0])
 	}
-	if got := len(c.h.Deliveries(captured)); got != 2 {
+	if got := len(c.h.AwaitDeliveries(t, captured, 2)); got != 2 {
 		t.Errorf("payment.captured reached inventory %d times, want 2 (dropped, redelivered)", got)
 	}
-	if got := c.runs(shop.InventorySvc, "payment.captured", id); got != 1 {
-		t.Errorf("reserve ran %d times, want 1", got)
-	}
+	c.awaitCount(t, shop.InventorySvc, "payment.captured", id, handlers.Handled, 1)
 }
 
 // TestHarnessCrashAfterCommit: the payment service charges, commits, and
@@ -222,21 +214,15 @@ func TestHarnessCrashAfterCommit(t *testing.T) {
 	id := c.place(t, "card", shop.Item{SKU: "apple", Quantity: 1, Price: 250})
 	c.h.AwaitState(t, id, saga.Completed)
 	c.h.AwaitInjected(t, sagatest.Crashed, 1)
-	if got := len(c.h.Deliveries(placed)); got != 2 {
+	if got := len(c.h.AwaitDeliveries(t, placed, 2)); got != 2 {
 		t.Errorf("order.placed reached payment %d times, want 2 (crashed, redelivered)", got)
 	}
-	if got := c.runs(shop.PaymentSvc, "order.placed", id); got != 1 {
-		t.Errorf("charge ran %d times to the end, want 1", got)
-	}
-	if got := c.count(shop.PaymentSvc, "order.placed", id, handlers.Duplicate); got != 1 {
-		t.Errorf("the inbox skipped %d deliveries, want the redelivery", got)
-	}
+	c.awaitCount(t, shop.PaymentSvc, "order.placed", id, handlers.Handled, 1)
+	c.awaitCount(t, shop.PaymentSvc, "order.placed", id, handlers.Duplicate, 1) // the inbox skipped the second delivery
 	if got := c.query(t, shop.PaymentSvc, `SELECT COUNT(*) FROM charges WHERE order_id = ? AND status = 'captured'`, id); got != "1" {
 		t.Errorf("%s charges, want 1", got)
 	}
-	if got := c.runs(shop.InventorySvc, "payment.captured", id); got != 1 {
-		t.Errorf("payment.captured handled %d times, want 1", got)
-	}
+	c.awaitCount(t, shop.InventorySvc, "payment.captured", id, handlers.Handled, 1)
 }
 
 // TestHarnessReorderedAtTracker: the tracker gets payment.captured before
@@ -249,7 +235,7 @@ func TestHarnessReorderedAtTracker(t *testing.T) {
 	id := c.place(t, "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100})
 	c.h.AwaitState(t, id, saga.Completed)
 	c.h.AwaitInjected(t, sagatest.Reordered, 1)
-	awaitEvents(t, c.h, id, []string{"order.placed", "payment.captured", "inventory.reserved", "order.confirmed", "notification.sent"})
+	c.h.AwaitEvents(t, id, "order.placed", "payment.captured", "inventory.reserved", "order.confirmed", "notification.sent")
 	// The virtual clock stands still, so every entry has the same time
 	// and the history lists them in the order of recording.
 	events := sagatest.Events(c.h.History(t, id))
