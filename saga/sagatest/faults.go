@@ -283,14 +283,32 @@ type subscriber struct {
 	// closeCtx ends when Close is called.
 	closeCtx context.Context
 	close    context.CancelFunc
-	wg       sync.WaitGroup
+
+	mu     sync.Mutex // guards closed and the wg.Go of Subscribe against Close's Wait
+	closed bool
+	wg     sync.WaitGroup
 }
 
-var _ message.Subscriber = (*subscriber)(nil)
+var (
+	_ message.Subscriber           = (*subscriber)(nil)
+	_ message.SubscribeInitializer = (*subscriber)(nil)
+)
+
+// SubscribeInitialize declares the topic's queue through the wrapped
+// subscriber, when it can.
+func (s *subscriber) SubscribeInitialize(topic string) error {
+	si, ok := s.inner.(message.SubscribeInitializer)
+	if !ok {
+		return fmt.Errorf("sagatest: %T cannot initialize %s", s.inner, topic)
+	}
+	return si.SubscribeInitialize(topic)
+}
 
 // Subscribe subscribes the wrapped subscriber and hands its messages on.
 func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	if s.closeCtx.Err() != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
 		return nil, errors.New("sagatest: subscriber closed")
 	}
 	in, err := s.inner.Subscribe(ctx, topic)
@@ -311,6 +329,9 @@ func (s *subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // Close stops handing messages on (a message held or in flight is
 // requeued) and closes the wrapped subscriber. Idempotent.
 func (s *subscriber) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	s.close()
 	err := s.inner.Close()
 	s.wg.Wait()
