@@ -172,3 +172,22 @@ func TestBadFaultsFailTheTest(t *testing.T) {
 		})
 	}
 }
+
+// TestReorderAtTheTracker: the tracker records ticket.assigned before
+// ticket.opened, and still derives a completed ticket.
+func TestReorderAtTheTracker(t *testing.T) {
+	t.Parallel()
+	h := sagatest.New(t)
+	desk := startSupport(t, h)
+	queue := saga.TrackerService + "." + support.Name
+	h.Reorder(sagatest.Match{Event: "ticket.opened", Queue: queue}, sagatest.Match{Event: "ticket.assigned", Queue: queue})
+	open(t, desk, "T-1")
+	h.AwaitInjected(t, sagatest.Reordered, 1)
+	history := h.AwaitEvents(t, "T-1", "ticket.opened", "ticket.assigned")
+	// The virtual clock stands still: the history is in the order of
+	// recording.
+	if got := sagatest.Events(history); got[0] != "ticket.assigned" {
+		t.Errorf("recorded %q, want ticket.assigned first", got)
+	}
+	h.AwaitState(t, "T-1", saga.Completed)
+}
