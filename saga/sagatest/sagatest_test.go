@@ -187,7 +187,7 @@ func TestReorderAtTheTracker(t *testing.T) {
 	// The virtual clock stands still: the history is in the order of
 	// recording.
 	if got := sagatest.Events(history); got[0] != "ticket.assigned" {
-		t.Errorf("recorded %q, want ticket.assigned first", got)
+		t.Errorf("recorded %q, want ticket.assigned first:\n%s", got, sagatest.FormatHistory(history))
 	}
 	h.AwaitState(t, "T-1", saga.Completed)
 }
