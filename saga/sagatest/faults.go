@@ -250,15 +250,19 @@ func (f *faults) injections() []Injection {
 
 // faultTransport wraps a transport so that its subscribers inject the
 // harness's faults into their deliveries. Publishers are the transport's.
+// Safe for concurrent use.
 type faultTransport struct {
 	transport.Transport
 	f *faults
+
+	mu   sync.Mutex
+	subs []*subscriber
 }
 
-var _ transport.Transport = faultTransport{}
+var _ transport.Transport = (*faultTransport)(nil)
 
 // NewSubscriber wraps the transport's subscriber.
-func (t faultTransport) NewSubscriber(cfg bus.SubscriberConfig) (message.Subscriber, error) {
+func (t *faultTransport) NewSubscriber(cfg bus.SubscriberConfig) (message.Subscriber, error) {
 	inner, err := t.Transport.NewSubscriber(cfg)
 	if err != nil {
 		return nil, err
@@ -269,7 +273,24 @@ func (t faultTransport) NewSubscriber(cfg bus.SubscriberConfig) (message.Subscri
 	}
 	sub := &subscriber{inner: inner, cfg: cfg, f: t.f}
 	sub.closeCtx, sub.close = context.WithCancel(context.Background())
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.subs = append(t.subs, sub)
 	return sub, nil
+}
+
+// Close closes the subscribers made from t (waiting for their
+// goroutines), then the wrapped transport.
+func (t *faultTransport) Close() error {
+	t.mu.Lock()
+	subs := t.subs
+	t.subs = nil
+	t.mu.Unlock()
+	var errs []error
+	for _, s := range subs {
+		errs = append(errs, s.Close())
+	}
+	return errors.Join(append(errs, t.Transport.Close())...)
 }
 
 // subscriber hands each message of the wrapped subscriber on as a copy,

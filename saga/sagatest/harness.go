@@ -103,8 +103,9 @@ func (h *Harness) Transport(service string) (transport.Transport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sagatest: transport for %s: %w", service, err)
 	}
-	h.t.Cleanup(func() { _ = tr.Close() })
-	return faultTransport{Transport: tr, f: h.f}, nil
+	ft := &faultTransport{Transport: tr, f: h.f}
+	h.t.Cleanup(func() { _ = ft.Close() })
+	return ft, nil
 }
 
 // DB opens (creating) the SQLite database of a service in Dir, closed when
