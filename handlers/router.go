@@ -131,6 +131,21 @@ func WithLogger(l *slog.Logger) Option {
 // WithCodec sets the payload codec; JSON by default.
 func WithCodec(c Codec) Option { return optionFunc(func(r *Router) { r.m.codec = c }) }
 
+// WithClock sets where the router reads the time it writes into messages:
+// the production time of emitted events (troupe-produced-at, from which
+// the saga tracker computes deadlines) and the failure times of parked
+// messages. time.Now by default; tests pass a virtual clock (package
+// saga/sagatest). now must be safe for concurrent use. Retry backoff and
+// the broker's redelivery delays are not read from it: they wait in real
+// time.
+func WithClock(now func() time.Time) Option {
+	return optionFunc(func(r *Router) {
+		if now != nil {
+			r.m.now = now
+		}
+	})
+}
+
 // WithIdempotencyStore deduplicates messages by idempotency key per
 // handler. Without one, a redelivered message runs its handler again.
 func WithIdempotencyStore(s IdempotencyStore) Option {

@@ -48,10 +48,31 @@ type Config struct {
 	// OnEvent, when set, is called for every event a service handles
 	// (service, event name, order id): the "line per event" of the demo.
 	OnEvent func(service, event, orderID string)
+	// Observe, when set, is called after every delivery to a service's
+	// handler, whatever its outcome (handlers.WithObserver): tests count
+	// the duplicates the inbox skipped.
+	Observe func(service string, o handlers.Observation)
 	// Tracker configures the checkout's saga tracker, which Start runs
 	// when it runs every service; its database is DBURLs["saga-tracker"],
 	// else saga-tracker.db in DataDir.
 	Tracker saga.TrackerConfig
+	// Transport, when set, connects a service (or the tracker) to the bus
+	// instead of transport.Open(BusURL): a test harness passes its
+	// fault-injecting transports here (package saga/sagatest).
+	Transport func(service string) (transport.Transport, error)
+	// Clock, when set, is the time the services' routers write into
+	// their messages (handlers.WithClock); a test harness passes its
+	// virtual clock, the same as Tracker.Clock.
+	Clock func() time.Time
+}
+
+// openTransport connects service to the bus: through cfg.Transport when
+// set, else by URL.
+func openTransport(cfg Config, service string) (transport.Transport, error) {
+	if cfg.Transport != nil {
+		return cfg.Transport(service)
+	}
+	return transport.Open(cfg.BusURL, transport.WithLogger(cfg.Logger))
 }
 
 // Service names.
@@ -146,7 +167,7 @@ func (s *Stack) startTracker(ctx, runCtx context.Context, cfg Config) error {
 		return err
 	}
 	s.dbs[saga.TrackerService] = db
-	tr, err := transport.Open(cfg.BusURL, transport.WithLogger(cfg.Logger))
+	tr, err := openTransport(cfg, saga.TrackerService)
 	if err != nil {
 		return err
 	}
@@ -220,13 +241,19 @@ func (s *Stack) start(ctx, runCtx context.Context, cfg Config, name string) erro
 		return err
 	}
 	s.dbs[name] = db
-	tr, err := transport.Open(cfg.BusURL, transport.WithLogger(cfg.Logger))
+	tr, err := openTransport(cfg, name)
 	if err != nil {
 		return err
 	}
 	s.trs = append(s.trs, tr)
 	// Dead letters are announced, so that the tracker parks their sagas.
 	opts := []handlers.Option{handlers.WithDB(db), handlers.WithLogger(cfg.Logger), handlers.WithDeadLetterEvents()}
+	if cfg.Clock != nil {
+		opts = append(opts, handlers.WithClock(cfg.Clock))
+	}
+	if cfg.Observe != nil {
+		opts = append(opts, handlers.WithObserver(func(_ context.Context, o handlers.Observation) { cfg.Observe(name, o) }))
+	}
 	if cfg.OnEvent != nil {
 		opts = append(opts, handlers.WithObserver(func(_ context.Context, o handlers.Observation) {
 			if o.Outcome == handlers.Handled {
