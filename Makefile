@@ -2,11 +2,11 @@
 GO ?= go
 
 # Packages with goroutines of their own: run under the race detector.
-RACE_PKGS := ./broker/... ./internal/... ./transport/... ./handlers/... ./outbox/... ./troupefx/... ./tracing/... ./examples/...
+RACE_PKGS := ./broker/... ./internal/... ./transport/... ./handlers/... ./outbox/... ./saga/... ./troupefx/... ./tracing/... ./examples/...
 # Packages with tests that need the real servers (files *_integration_test.go).
 INTEGRATION_PKGS = $(sort $(dir $(shell find . -name '*_integration_test.go' -not -path './.git/*')))
 
-.PHONY: all test unit race integration browser-deps lint compose-check bench fuzz-smoke demo
+.PHONY: all test unit race integration browser-deps lint compose-check bench fuzz-smoke demo shop
 
 all: lint test
 
@@ -54,6 +54,10 @@ FUZZTIME ?= 5s
 fuzz-smoke:
 	bash scripts/fuzz-smoke.sh $(FUZZTIME)
 
-## demo: the README's first command.
+## shop: the README's first command (the e-commerce stack, all in one process).
+shop:
+	$(GO) run ./examples/ecommerce/cmd/shop
+
+## demo: the bundled broker alone, routing a checkout choreography.
 demo:
 	$(GO) run ./cmd/troupe demo
