@@ -2,12 +2,10 @@ package testutil
 
 import (
 	"context"
-	"fmt"
-	"net/url"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/troupehq/troupe/internal/pgdb"
 )
 
 // FreshPostgres creates an empty database on the integration PostgreSQL
@@ -17,19 +15,9 @@ func FreshPostgres(t testing.TB) string {
 	base := PostgresURL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, base)
+	dbURL, _, err := pgdb.Create(ctx, base, "t")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	name := fmt.Sprintf("t_%d", time.Now().UnixNano())
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return dbURL
 }

@@ -65,7 +65,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -79,10 +78,10 @@ import (
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v3/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/components/forwarder"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/troupehq/troupe/internal/pgdb"
 	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/transport"
@@ -636,37 +635,20 @@ func openForwarder(ctx context.Context, baseURL string, poll time.Duration, pub 
 	}, nil
 }
 
-// freshPostgres creates an empty database bench_<nanos> next to the one
-// baseURL names and returns its URL and a function that drops it.
+// freshPostgres creates an empty database next to the one baseURL names
+// and returns its URL and a function that drops it.
 func freshPostgres(ctx context.Context, baseURL string) (string, func(), error) {
-	conn, err := pgx.Connect(ctx, baseURL)
+	dbURL, drop, err := pgdb.Create(ctx, baseURL, "bench")
 	if err != nil {
 		return "", nil, err
 	}
-	defer conn.Close(ctx)
-	name := fmt.Sprintf("bench_%d", time.Now().UnixNano())
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return "", nil, err
-	}
-	u, err := url.Parse(baseURL)
-	if err != nil {
-		return "", nil, err
-	}
-	u.Path = "/" + name
-	drop := func() {
+	return dbURL, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, baseURL)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "drop %s: %v\n", name, err)
-			return
+		if err := drop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			fmt.Fprintf(os.Stderr, "drop %s: %v\n", name, err)
-		}
-	}
-	return u.String(), drop, nil
+	}, nil
 }
 
 func deleteExchange(amqpURL, name string) {

@@ -31,7 +31,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,10 +38,10 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 	"github.com/troupehq/troupe/handlers"
+	"github.com/troupehq/troupe/internal/pgdb"
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/saga"
 	"github.com/troupehq/troupe/transport"
@@ -307,32 +306,15 @@ func baseline(ctx context.Context, db *outbox.DB, tr transport.Transport) (func(
 // freshPostgres creates an empty database next to the one baseURL names
 // and returns its URL and a function that drops it.
 func freshPostgres(ctx context.Context, baseURL string) (string, func(), error) {
-	conn, err := pgx.Connect(ctx, baseURL)
+	dbURL, drop, err := pgdb.Create(ctx, baseURL, "sagabench")
 	if err != nil {
 		return "", nil, err
 	}
-	defer conn.Close(ctx)
-	name := fmt.Sprintf("sagabench_%d", time.Now().UnixNano())
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return "", nil, err
-	}
-	u, err := url.Parse(baseURL)
-	if err != nil {
-		return "", nil, err
-	}
-	u.Path = "/" + name
-	drop := func() {
+	return dbURL, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, baseURL)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "drop %s: %v\n", name, err)
-			return
+		if err := drop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
-			fmt.Fprintf(os.Stderr, "drop %s: %v\n", name, err)
-		}
-	}
-	return u.String(), drop, nil
+	}, nil
 }

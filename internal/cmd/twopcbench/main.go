@@ -21,7 +21,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,9 +28,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/troupehq/troupe/handlers"
+	"github.com/troupehq/troupe/internal/pgdb"
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/saga/twopc"
 	"github.com/troupehq/troupe/transport"
@@ -327,29 +325,15 @@ func startSaga(ctx context.Context, wg *sync.WaitGroup, tr transport.Transport, 
 // freshPostgres creates an empty database next to the one baseURL names
 // and returns its URL and a function that drops it.
 func freshPostgres(ctx context.Context, baseURL string) (string, func(), error) {
-	conn, err := pgx.Connect(ctx, baseURL)
+	dbURL, drop, err := pgdb.Create(ctx, baseURL, "twopcbench")
 	if err != nil {
 		return "", nil, err
 	}
-	defer conn.Close(ctx)
-	name := fmt.Sprintf("twopcbench_%d", time.Now().UnixNano())
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return "", nil, err
-	}
-	u, err := url.Parse(baseURL)
-	if err != nil {
-		return "", nil, err
-	}
-	u.Path = "/" + name
-	drop := func() {
+	return dbURL, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, baseURL)
-		if err != nil {
-			return
+		if err := drop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 		}
-		defer conn.Close(ctx)
-		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	}
-	return u.String(), drop, nil
+	}, nil
 }
