@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/handlers/dlq"
 	"github.com/troupehq/troupe/outbox"
@@ -64,6 +66,9 @@ type Config struct {
 	// their messages (handlers.WithClock); a test harness passes its
 	// virtual clock, the same as Tracker.Clock.
 	Clock func() time.Time
+	// MeterProvider records the services' metrics (handlers, relays); the
+	// global one when nil.
+	MeterProvider metric.MeterProvider
 }
 
 // openTransport connects service to the bus: through cfg.Transport when
@@ -250,6 +255,9 @@ func (s *Stack) start(ctx, runCtx context.Context, cfg Config, name string) erro
 	opts := []handlers.Option{handlers.WithDB(db), handlers.WithLogger(cfg.Logger), handlers.WithDeadLetterEvents()}
 	if cfg.Clock != nil {
 		opts = append(opts, handlers.WithClock(cfg.Clock))
+	}
+	if cfg.MeterProvider != nil {
+		opts = append(opts, handlers.WithMeterProvider(cfg.MeterProvider))
 	}
 	if cfg.Observe != nil {
 		opts = append(opts, handlers.WithObserver(func(_ context.Context, o handlers.Observation) { cfg.Observe(name, o) }))

@@ -81,7 +81,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		defer metrics.Close()
-		stack, url, stop, err := startInProcess(ctx, dir, *transient, metrics.mount)
+		stack, url, stop, err := startInProcess(ctx, dir, *transient, metrics)
 		if err != nil {
 			return err
 		}
@@ -148,15 +148,16 @@ func report(ctx context.Context, stdout io.Writer, res load.Result, books func(c
 // startInProcess starts the four services on the bundled broker with
 // SQLite files in dir, and serves the order API, wrapped by mount (which
 // adds /metrics), on a free loopback port.
-func startInProcess(ctx context.Context, dir string, transient float64, mount func(http.Handler) http.Handler) (*shop.Stack, string, func(), error) {
+func startInProcess(ctx context.Context, dir string, transient float64, metrics *metricsEndpoint) (*shop.Stack, string, func(), error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, "", nil, err
 	}
 	stack, err := shop.Start(ctx, shop.Config{
 		BusURL: "mem://shop-load", DataDir: dir,
-		Stock:   map[string]int{"apple": 1_000_000_000, "pear": 1_000_000_000, "plum": 50},
-		Payment: shop.PaymentConfig{DeclinedMethod: "card-declined", Limit: 100_000, TransientFailureRate: transient, Seed: uint64(time.Now().UnixNano())},
-		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Stock:         map[string]int{"apple": 1_000_000_000, "pear": 1_000_000_000, "plum": 50},
+		Payment:       shop.PaymentConfig{DeclinedMethod: "card-declined", Limit: 100_000, TransientFailureRate: transient, Seed: uint64(time.Now().UnixNano())},
+		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		MeterProvider: metrics.m.MeterProvider(),
 	})
 	if err != nil {
 		return nil, "", nil, err
@@ -165,7 +166,7 @@ func startInProcess(ctx context.Context, dir string, transient float64, mount fu
 	if err != nil {
 		return nil, "", nil, errors.Join(err, stack.Close())
 	}
-	srv := &http.Server{Handler: mount(stack.Order.HTTPHandler()), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: metrics.mount(stack.Order.HTTPHandler()), ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

@@ -21,10 +21,12 @@ type metricsEndpoint struct {
 	served chan struct{}
 }
 
-// startMetrics installs the global MeterProvider that the services record
-// with, and serves it on addr when addr is not empty.
+// startMetrics makes the MeterProvider that the services record with
+// (given to them in shop.Config, not installed globally, so that stacks in
+// one process keep their readings apart), and serves it on addr when addr
+// is not empty.
 func startMetrics(service, addr string, stdout io.Writer) (*metricsEndpoint, error) {
-	m, err := tracing.SetupMetrics(service)
+	m, err := tracing.NewMetrics(service)
 	if err != nil {
 		return nil, err
 	}

@@ -66,6 +66,7 @@ func serve(ctx context.Context, name string, o *options, cfg shop.Config, stdout
 		return err
 	}
 	defer metrics.Close()
+	cfg.MeterProvider = metrics.m.MeterProvider()
 	cfg.Logger = slog.New(tracing.NewLogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.level})))
 	if !o.quiet {
 		var mu sync.Mutex
