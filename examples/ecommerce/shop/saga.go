@@ -1,7 +1,9 @@
 package shop
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -93,7 +95,35 @@ const CheckoutDeadline = 2 * time.Minute
 // saga.Check or for a registry file (saga.WriteRegistry). Safe for
 // concurrent use.
 func (s *Stack) Registry() (saga.Registry, error) {
-	return saga.RegistryOf(s.routers...)
+	reg, err := saga.RegistryOf(s.routers...)
+	if err != nil {
+		return reg, err
+	}
+	// With a queue prefix the routers run as "<prefix><service>"; the
+	// declaration names the services.
+	for i := range reg.Services {
+		reg.Services[i].Service = strings.TrimPrefix(reg.Services[i].Service, s.queuePrefix)
+	}
+	return reg, nil
+}
+
+// WriteRegistryFile writes Registry to path as JSON (saga.ReadRegistryFiles
+// reads it back): a process that runs some of the services exports what
+// its handlers consume, so that `troupe saga check` can check the
+// declaration against every process's file.
+func (s *Stack) WriteRegistryFile(path string) error {
+	reg, err := s.Registry()
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(reg, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("shop: registry file: %w", err)
+	}
+	return nil
 }
 
 // Routers returns the routers of this stack's services, e.g. for
@@ -110,11 +140,6 @@ func (s *Stack) checkSaga(services []string) error {
 	reg, err := s.Registry()
 	if err != nil {
 		return err
-	}
-	// With a queue prefix the routers run as "<prefix><service>"; the
-	// declaration names the services.
-	for i := range reg.Services {
-		reg.Services[i].Service = strings.TrimPrefix(reg.Services[i].Service, s.queuePrefix)
 	}
 	if err := saga.Check(&CheckoutSaga, reg); err != nil {
 		return fmt.Errorf("checkout saga: %w", err)

@@ -20,7 +20,7 @@ import (
 type options struct {
 	addr, http, data, bus, db, exchange, queuePrefix string
 	declined, stock, logLevel, checkout              string
-	jaegerUI, metricsAddr                            string
+	jaegerUI, metricsAddr, registry                  string
 	limit                                            int
 	transient                                        float64
 	seed                                             uint64
@@ -50,6 +50,7 @@ var envNames = map[string]string{
 	"checkout":           "TROUPE_CHECKOUT",
 	"jaeger-ui":          "JAEGER_UI_URL",
 	"metrics-addr":       "TROUPE_METRICS_ADDR",
+	"registry":           "TROUPE_REGISTRY_FILE",
 }
 
 // newFlags declares the flags of command cmd ("all" or a service name):
@@ -70,6 +71,7 @@ func newFlags(cmd string) (*flag.FlagSet, *options) {
 		fs.StringVar(&o.data, "data", "data", "folder of the service's SQLite file, when -db is empty")
 		fs.StringVar(&o.bus, "bus", "", "bus URL of the broker the services share: amqp://user:pass@host:port/vhost (required)")
 		fs.StringVar(&o.db, "db", "", "database: a SQLite file path or postgres://...; empty: DATA/"+cmd+".db")
+		fs.StringVar(&o.registry, "registry", "", "write what this service's handlers consume to this JSON file at start-up, for `troupe saga check`")
 	}
 	fs.StringVar(&o.exchange, "exchange", "", "bus exchange; the framework's default when empty")
 	fs.StringVar(&o.queuePrefix, "queue-prefix", "", "put before the service names of the queues, to keep stacks sharing a broker apart")

@@ -23,6 +23,7 @@ import (
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/outbox"
+	"github.com/troupehq/troupe/saga"
 )
 
 // proc is one service running as its own process.
@@ -59,6 +60,7 @@ func TestMultiProcessCheckout(t *testing.T) {
 		"OTEL_TRACES_EXPORTER=console", "OTEL_BSP_SCHEDULE_DELAY=100")
 	start := func(svc string, args ...string) *proc {
 		p := &proc{name: svc, exited: make(chan struct{})}
+		args = append(args, "-registry", filepath.Join(dir, svc+".registry.json"))
 		p.cmd = exec.Command(bin, append([]string{svc}, args...)...)
 		p.cmd.Env = append(env, "TROUPE_DB_URL="+dbs[svc], "TROUPE_TRACES_FILE="+filepath.Join(dir, svc+".spans.json"))
 		p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.err
@@ -94,6 +96,20 @@ func TestMultiProcessCheckout(t *testing.T) {
 	order := start(shop.OrderSvc, "-addr", "127.0.0.1:0")
 	procs = append(procs, order)
 	api := order.url
+
+	// Each process exported what its handlers consume: together they
+	// must agree with the declared checkout (troupe saga check).
+	var registries []string
+	for _, svc := range []string{shop.OrderSvc, shop.PaymentSvc, shop.InventorySvc, shop.NotifySvc} {
+		registries = append(registries, filepath.Join(dir, svc+".registry.json"))
+	}
+	reg, err := saga.ReadRegistryFiles(registries...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := saga.Check(&shop.CheckoutSaga, reg); err != nil {
+		t.Fatalf("the processes' registry files against the checkout: %v", err)
+	}
 
 	paymentDB, orderDB, inventoryDB := openDB(t, dbs[shop.PaymentSvc]), openDB(t, dbs[shop.OrderSvc]), openDB(t, dbs[shop.InventorySvc])
 	notifyDB := openDB(t, dbs[shop.NotifySvc])

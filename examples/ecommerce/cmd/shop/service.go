@@ -82,6 +82,11 @@ func serve(ctx context.Context, name string, o *options, cfg shop.Config, stdout
 		return err
 	}
 	defer s.Close()
+	if o.registry != "" {
+		if err := s.WriteRegistryFile(o.registry); err != nil {
+			return err
+		}
+	}
 
 	addr := o.addr
 	if s.Order == nil {
