@@ -137,7 +137,8 @@ func (f *faults) add(r *rule) {
 
 // take returns the first rule matching d that has deliveries left, and
 // spends one; nil when none. A Reordered rule whose release already
-// happened is spent without holding anything.
+// happened is spent, and counted as injected, without holding anything:
+// the delivery comes after its release as asked.
 func (f *faults) take(d Delivery) *rule {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -149,10 +150,11 @@ func (f *faults) take(d Delivery) *rule {
 			continue
 		}
 		r.left--
-		if r.fault == Reordered && f.ackedLocked(r.then) {
-			continue
-		}
 		f.injected = append(f.injected, Injection{Fault: r.fault, Delivery: d})
+		if r.fault == Reordered && f.ackedLocked(r.then) {
+			// Already after its release: reordered without a hold.
+			return nil
+		}
 		return r
 	}
 	return nil
