@@ -14,7 +14,7 @@ func TestLoadInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	for _, want := range []string{"/200", "tally: ", " 0 stuck, 0 failed", "books: balanced: "} {
+	for _, want := range []string{"/200", "tally: ", " 0 stuck, 0 failed", "books: balanced: ", "sagas: ", " completed", "; settled ", "tracker lag "} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("no %q in:\n%s", want, out.String())
 		}
@@ -32,6 +32,7 @@ func TestLoadFailures(t *testing.T) {
 		{"bad share", []string{"-no-books", "-declined", "2"}, "shares"},
 		{"bad transient share", []string{"-inprocess", "-transient-failures", "-1"}, "-transient-failures"},
 		{"no orders", []string{"-inprocess", "-n", "0"}, "-n 0"},
+		{"bad sagas URL", []string{"-url", "http://127.0.0.1:1", "-no-books", "-n", "1", "-timeout", "1s", "-sagas-url", "ftp://x"}, "not http(s)"},
 		{"extra argument", []string{"-no-books", "now"}, "unexpected arguments"},
 	}
 	for _, tt := range tests {
