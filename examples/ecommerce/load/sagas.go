@@ -37,8 +37,9 @@ type SagaTally struct {
 	// Settled is true when none was left running, compensating, timed
 	// out or missing before the timeout.
 	Settled bool
-	// Waited is the time from the call to the look that found every saga
-	// final (0: final at the first look), or to the timeout.
+	// Waited is the time from the call to the sending of the look that
+	// found every saga final (0: final at the first look), or to the last
+	// look when not Settled.
 	Waited time.Duration
 	// Lag is the tracker's last record of any of the run's sagas (its
 	// updated_at) minus the last notification the order service recorded
@@ -70,8 +71,11 @@ func (t SagaTally) String() string {
 	if !t.Settled {
 		return s + fmt.Sprintf("; NOT settled after %v", t.Waited.Round(time.Millisecond))
 	}
-	return s + fmt.Sprintf("; settled %v after the load ended; tracker lag %v (its last record minus the last notification)",
-		t.Waited.Round(time.Millisecond), t.Lag.Round(100*time.Microsecond))
+	when := "final at the first look after the load"
+	if t.Waited > 0 {
+		when = fmt.Sprintf("final %v after the load ended", t.Waited.Round(time.Millisecond))
+	}
+	return s + fmt.Sprintf("; %s; tracker lag %v (its last record minus the last notification)", when, t.Lag.Round(100*time.Microsecond))
 }
 
 // AwaitSagas looks at the saga tracker's instances of the run's orders
@@ -97,20 +101,18 @@ func AwaitSagas(ctx context.Context, cfg SagaConfig, res Result) (SagaTally, err
 	// lacks some of them is asked again with twice the limit.
 	limit := len(res.OrderIDs) + 100
 	for {
+		sent := time.Now()
 		ins, err := listSagas(ctx, cfg, limit)
 		if err != nil {
 			return SagaTally{}, err
 		}
 		tally, last := tallySagas(ins, res.OrderIDs)
-		tally.Waited = time.Since(start)
+		tally.Waited = sent.Sub(start)
 		if tally.States[missing] > 0 && len(ins) == limit {
 			limit *= 2
 		}
 		if open := tally.States[saga.Running] + tally.States[saga.Compensating] + tally.States[saga.TimedOut] + tally.States[missing]; open == 0 {
 			tally.Settled = true
-			if tally.Waited < cfg.Poll {
-				tally.Waited = 0 // final at the first look
-			}
 			if !res.LastNotifiedAt.IsZero() && !last.IsZero() {
 				tally.Lag = last.Sub(res.LastNotifiedAt)
 			}

@@ -14,7 +14,7 @@ func TestLoadInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	for _, want := range []string{"/200", "tally: ", " 0 stuck, 0 failed", "books: balanced: ", "sagas: ", " completed", "; settled ", "tracker lag "} {
+	for _, want := range []string{"/200", "tally: ", " 0 stuck, 0 failed", "books: balanced: ", "sagas: ", " completed", "; final ", "tracker lag "} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("no %q in:\n%s", want, out.String())
 		}
