@@ -30,6 +30,18 @@ cleanup() {
 	local rc=$? i
 	trap - EXIT INT TERM
 	set +e
+	# The CPU each service used (user + system), before stopping them.
+	local tck stat cpu=()
+	tck=$(getconf CLK_TCK)
+	for i in "${!pids[@]}"; do
+		if stat=$(cat "/proc/${pids[$i]}/stat" 2>/dev/null); then
+			stat=${stat##*) }
+			# shellcheck disable=SC2086 # split the fields
+			set -- $stat
+			cpu+=("${names[$i]} $(((${12} + ${13}) * 100 / tck / 100)).$(printf '%02d' $(((${12} + ${13}) * 100 / tck % 100)))s")
+		fi
+	done
+	[ ${#cpu[@]} -eq 0 ] || echo "CPU used by the services: ${cpu[*]}"
 	for i in "${!pids[@]}"; do kill -TERM "${pids[$i]}" 2>/dev/null; done
 	for i in "${!pids[@]}"; do
 		if ! wait "${pids[$i]}"; then
@@ -66,6 +78,7 @@ done
 start() {
 	local svc=$1 log=$work/$1.log deadline=$((SECONDS + 60))
 	shift
+	: >"$log" # before the process opens it: sed reads it below
 	env -i PATH="$PATH" HOME="${HOME:-/tmp}" "$bin" "$svc" -bus "$TROUPE_AMQP_URL" -db "${db[$svc]}" \
 		-exchange "shop-$run" -queue-prefix "$run-" -quiet "$@" >"$log" 2>&1 &
 	pids+=("$!")

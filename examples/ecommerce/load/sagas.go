@@ -94,14 +94,17 @@ func AwaitSagas(ctx context.Context, cfg SagaConfig, res Result) (SagaTally, err
 	if cfg.Client == nil {
 		cfg.Client = http.DefaultClient
 	}
-	start := time.Now()
-	deadline := start.Add(cfg.Timeout)
+	deadline := time.Now().Add(cfg.Timeout)
+	var start time.Time // the first look's
 	// The list is the most recently updated first: the run's sagas come
 	// first unless older ones were updated since; a full answer that
 	// lacks some of them is asked again with twice the limit.
 	limit := len(res.OrderIDs) + 100
 	for {
 		sent := time.Now()
+		if start.IsZero() {
+			start = sent
+		}
 		ins, err := listSagas(ctx, cfg, limit)
 		if err != nil {
 			return SagaTally{}, err
