@@ -16,7 +16,7 @@ import (
 	"github.com/troupehq/troupe/saga"
 )
 
-// SagaConfig configures AwaitSagas.
+// SagaConfig configures AwaitSagas; a value, read only by it.
 type SagaConfig struct {
 	// URL is the base URL of the saga tracker's API (GET /sagas), e.g.
 	// the order API's in one process or the saga-tracker's -http.
@@ -29,7 +29,8 @@ type SagaConfig struct {
 	Client *http.Client
 }
 
-// SagaTally is what the saga tracker says of a run's orders.
+// SagaTally is what the saga tracker says of a run's orders; a value, safe
+// to read concurrently.
 type SagaTally struct {
 	// States counts the run's sagas per state ("missing": the tracker
 	// has no instance for the order).
