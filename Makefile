@@ -6,7 +6,7 @@ RACE_PKGS := ./broker/... ./internal/... ./transport/... ./handlers/... ./outbox
 # Packages with tests that need the real servers (files *_integration_test.go).
 INTEGRATION_PKGS = $(sort $(dir $(shell find . -name '*_integration_test.go' -not -path './.git/*')))
 
-.PHONY: all test unit race integration browser-deps lint compose-check bench fuzz-smoke demo shop
+.PHONY: all test unit race integration browser-deps lint compose-check bench load-multi fuzz-smoke demo shop
 
 all: lint test
 
@@ -48,6 +48,12 @@ bench:
 	$(GO) run ./broker/internal/benchmem
 	bash scripts/with-servers.sh $(GO) run ./internal/cmd/transportbench
 	bash scripts/with-servers.sh $(GO) run ./internal/cmd/sagabench -sagas 2000
+
+## load-multi: the e-commerce load with one process per service on RabbitMQ
+## and PostgreSQL (started privately); LOAD_ARGS go to `shop load`.
+LOAD_ARGS ?= -n 3000 -c 50
+load-multi:
+	bash scripts/with-servers.sh bash scripts/shop-load-multiprocess.sh $(LOAD_ARGS)
 
 ## fuzz-smoke: each fuzz target for a few seconds (FUZZTIME).
 FUZZTIME ?= 5s

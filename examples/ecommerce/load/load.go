@@ -124,6 +124,11 @@ type Result struct {
 	// Latency is placement (the POST sent) to notification (the
 	// long-poll's answer) of the notified orders.
 	P50, P99, Max time.Duration
+	// OrderIDs are the orders placed, in no particular order.
+	OrderIDs []string
+	// LastNotifiedAt is the latest notified_at (the order service's time
+	// of recording a notification) among the notified orders.
+	LastNotifiedAt time.Time
 }
 
 // Completed is how many orders were notified.
@@ -272,6 +277,7 @@ func (r *run) order(ctx context.Context, p plan) {
 		}
 		return
 	}
+	r.record(func(res *Result) { res.OrderIDs = append(res.OrderIDs, id) })
 	deadline := start.Add(r.cfg.Timeout)
 	for {
 		remaining := time.Until(deadline)
@@ -303,6 +309,9 @@ func (r *run) order(ctx context.Context, p plan) {
 				return
 			}
 			r.latencies = append(r.latencies, took)
+			if o.NotifiedAt.After(r.res.LastNotifiedAt) {
+				r.res.LastNotifiedAt = *o.NotifiedAt
+			}
 			return
 		}
 	}
@@ -392,6 +401,7 @@ func (r *run) result() Result {
 	lat := slices.Clone(r.latencies)
 	r.mu.Unlock()
 	res.Planned = maps.Clone(res.Planned)
+	res.OrderIDs = slices.Clone(res.OrderIDs)
 	res.Elapsed = time.Since(r.start)
 	if len(lat) > 0 {
 		slices.Sort(lat)

@@ -13,6 +13,7 @@ import (
 	"github.com/troupehq/troupe/examples/ecommerce/load"
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 	"github.com/troupehq/troupe/handlers"
+	"github.com/troupehq/troupe/saga"
 )
 
 var seq atomic.Int64
@@ -33,7 +34,7 @@ func startShop(t *testing.T, dir string, services ...string) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(s.Order.HTTPHandler())
+	srv := httptest.NewServer(s.HTTPHandler()) // the order API, and /sagas with the tracker
 	t.Cleanup(func() {
 		srv.Close()
 		if err := s.Close(); err != nil {
@@ -100,6 +101,65 @@ func TestShortRun(t *testing.T) {
 	if !books.Balanced() || books.Confirmed != res.Confirmed || books.Cancelled != res.Cancelled || books.Pending != 0 ||
 		books.Refunded == 0 {
 		t.Fatalf("books %v; tally %v", books, res)
+	}
+	if len(res.OrderIDs) != 200 || res.LastNotifiedAt.IsZero() {
+		t.Fatalf("%d order ids, last notified at %v", len(res.OrderIDs), res.LastNotifiedAt)
+	}
+	sagas, err := load.AwaitSagas(context.Background(), load.SagaConfig{URL: srv.URL, Timeout: 10 * time.Second}, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sagas.Settled || !sagas.Final() || sagas.Verdict(res) != nil ||
+		sagas.States[saga.Completed] != res.Confirmed || sagas.States[saga.Compensated] != res.Cancelled {
+		t.Fatalf("sagas %v (%v); tally %v", sagas, sagas.Verdict(res), res)
+	}
+	// A sanity bound, not a speed check: the lag is the difference of two
+	// times of this run (a zero time on either side would be years).
+	if sagas.Lag < -time.Minute || sagas.Lag > time.Minute {
+		t.Fatalf("tracker lag %v", sagas.Lag)
+	}
+}
+
+// TestSagasNotSettled: without payment, inventory and notify every saga
+// stays running; AwaitSagas gives up after its timeout and the verdict
+// says so.
+func TestSagasNotSettled(t *testing.T) {
+	srv := startShop(t, t.TempDir(), shop.OrderSvc, shop.TrackerSvc)
+	res, err := load.Run(context.Background(), load.Config{URL: srv.URL, Orders: 4, Concurrency: 4, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sagas, err := load.AwaitSagas(context.Background(), load.SagaConfig{URL: srv.URL, Timeout: 300 * time.Millisecond, Poll: 20 * time.Millisecond}, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sagas.Settled || sagas.Final() || sagas.States[saga.Running] != 4 || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("sagas %v after %v, want 4 running, not settled", sagas, time.Since(start))
+	}
+	if err := sagas.Verdict(res); err == nil || !strings.Contains(err.Error(), "not every saga") {
+		t.Fatalf("verdict %v", err)
+	}
+}
+
+func TestAwaitSagasErrors(t *testing.T) {
+	noTracker := startShop(t, t.TempDir(), shop.OrderSvc)
+	tests := []struct {
+		name string
+		url  string
+		want string
+	}{
+		{"not http", "ftp://x", "not http(s)"},
+		{"no tracker there", noTracker.URL, "404"},
+		{"nobody listens", "http://127.0.0.1:1", "GET /sagas"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := load.AwaitSagas(context.Background(), load.SagaConfig{URL: tt.url}, load.Result{OrderIDs: []string{"x"}})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one with %q", err, tt.want)
+			}
+		})
 	}
 }
 

@@ -41,6 +41,8 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&urls.Order, "order-db", "", "order database URL for the books (default: in -data)")
 	fs.StringVar(&urls.Payment, "payment-db", "", "payment database URL for the books (default: in -data)")
 	fs.StringVar(&urls.Inventory, "inventory-db", "", "inventory database URL for the books (default: in -data)")
+	sagasURL := fs.String("sagas-url", "", "base URL of the saga tracker's API (GET /sagas): after the load, wait until every saga of the run is final and print the tracker's counts and lag (with -inprocess: the order API, which serves it)")
+	sagasTimeout := fs.Duration("sagas-timeout", 30*time.Second, "how long the saga tracker may take after the load to have every saga final")
 	noBooks := fs.Bool("no-books", false, "skip the books check (the databases are out of reach)")
 	inprocess := fs.Bool("inprocess", false, "start the whole stack in this process (bundled broker, SQLite in a fresh folder unless -data is given)")
 	transient := fs.Float64("transient-failures", 0.05, "with -inprocess: share of first charge attempts that time out")
@@ -87,6 +89,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		defer stop()
 		cfg.URL, books = url, stack.Books
+		*sagasURL = cmpOr(*sagasURL, url)
 		fmt.Fprintf(stdout, "shop load: in process (bundled broker, SQLite in %s), order API on %s\n", dir, url)
 	} else if !*noBooks {
 		u := load.DataDirURLs(*data)
@@ -114,13 +117,28 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return report(ctx, stdout, res, books)
+	var sagas *load.SagaConfig
+	if *sagasURL != "" {
+		sagas = &load.SagaConfig{URL: *sagasURL, Timeout: *sagasTimeout}
+	}
+	return report(ctx, stdout, res, books, sagas)
 }
 
-// report prints the tally and the books; its error is the run's verdict.
-func report(ctx context.Context, stdout io.Writer, res load.Result, books func(context.Context) (shop.Books, error)) error {
+// report prints the tally, the saga tracker's states (when sagas is set)
+// and the books; its error is the run's verdict.
+func report(ctx context.Context, stdout io.Writer, res load.Result, books func(context.Context) (shop.Books, error), sagas *load.SagaConfig) error {
 	fmt.Fprintf(stdout, "tally: %v\n", res)
 	var errs []error
+	if sagas != nil {
+		t, err := load.AwaitSagas(ctx, *sagas, res)
+		if err == nil {
+			fmt.Fprintf(stdout, "sagas: %v\n", t)
+			err = t.Verdict(res)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sagas: %w", err))
+		}
+	}
 	if res.Stuck > 0 {
 		errs = append(errs, fmt.Errorf("%d orders stuck (not notified in time)", res.Stuck))
 	}
@@ -146,8 +164,8 @@ func report(ctx context.Context, stdout io.Writer, res load.Result, books func(c
 }
 
 // startInProcess starts the four services on the bundled broker with
-// SQLite files in dir, and serves the order API, wrapped by mount (which
-// adds /metrics), on a free loopback port.
+// SQLite files in dir, and serves the order API and the saga tracker's
+// (/sagas), with /metrics from metrics, on a free loopback port.
 func startInProcess(ctx context.Context, dir string, transient float64, metrics *metricsEndpoint) (*shop.Stack, string, func(), error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, "", nil, err
@@ -166,7 +184,7 @@ func startInProcess(ctx context.Context, dir string, transient float64, metrics 
 	if err != nil {
 		return nil, "", nil, errors.Join(err, stack.Close())
 	}
-	srv := &http.Server{Handler: metrics.mount(stack.Order.HTTPHandler()), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: metrics.mount(stack.HTTPHandler()), ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

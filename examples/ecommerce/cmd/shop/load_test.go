@@ -6,15 +6,16 @@ import (
 	"testing"
 )
 
-// TestLoadInProcess runs "shop load -inprocess" end to end: tally, books,
-// exit status.
+// TestLoadInProcess runs "shop load -inprocess" end to end: tally, saga
+// tracker, books, exit status. (The progress line comes once a second: a
+// run may end sooner; load's own tests check it.)
 func TestLoadInProcess(t *testing.T) {
 	var out syncBuffer
 	err := runLoad(context.Background(), []string{"-inprocess", "-data", t.TempDir(), "-n", "200", "-c", "20"}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	for _, want := range []string{"/200", "tally: ", " 0 stuck, 0 failed", "books: balanced: "} {
+	for _, want := range []string{"200 orders, 20 in flight", "tally: ", " 0 stuck, 0 failed", "books: balanced: ", "sagas: ", " completed", "; final ", "tracker lag "} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("no %q in:\n%s", want, out.String())
 		}
@@ -32,6 +33,7 @@ func TestLoadFailures(t *testing.T) {
 		{"bad share", []string{"-no-books", "-declined", "2"}, "shares"},
 		{"bad transient share", []string{"-inprocess", "-transient-failures", "-1"}, "-transient-failures"},
 		{"no orders", []string{"-inprocess", "-n", "0"}, "-n 0"},
+		{"bad sagas URL", []string{"-url", "http://127.0.0.1:1", "-no-books", "-n", "1", "-timeout", "1s", "-sagas-url", "ftp://x"}, "not http(s)"},
 		{"extra argument", []string{"-no-books", "now"}, "unexpected arguments"},
 	}
 	for _, tt := range tests {
