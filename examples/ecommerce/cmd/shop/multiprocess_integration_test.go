@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -251,16 +250,6 @@ func TestMultiProcessCheckout(t *testing.T) {
 	})
 }
 
-// seedThatTimesOutFirst returns a seed whose first draw by the payment
-// service's generator (see NewPaymentService) is a timeout, so that the
-// test exercises retries for certain, not by chance.
-func seedThatTimesOutFirst(rate float64) uint64 {
-	for seed := uint64(1); ; seed++ {
-		if rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)).Float64() < rate {
-			return seed
-		}
-	}
-}
 
 // cleanEnv is this process's environment without the variables the shop
 // reads, so that the test's settings are the only ones.
