@@ -250,7 +250,6 @@ func TestMultiProcessCheckout(t *testing.T) {
 	})
 }
 
-
 // cleanEnv is this process's environment without the variables the shop
 // reads, so that the test's settings are the only ones.
 func cleanEnv() []string {
