@@ -2,22 +2,16 @@ package saga
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/troupehq/troupe/outbox"
 )
 
-// migration is one versioned change of the tracker's schema, in each
-// dialect; a released one is never edited. Times are Unix nanoseconds
-// (BIGINT) in both dialects, so that they compare and sort alike.
-type migration struct {
-	version          int
-	sqlite, postgres []string
-}
-
-var migrations = []migration{{
-	version: 1,
-	sqlite: []string{`CREATE TABLE troupe_sagas (
+// migrations are the tracker's schema changes, each in both dialects; a
+// released one is never edited. Times are Unix nanoseconds (BIGINT) in
+// both dialects, so that they compare and sort alike.
+var migrations = []outbox.Migration{{
+	Version: 1,
+	SQLite: []string{`CREATE TABLE troupe_sagas (
 			saga        TEXT NOT NULL,
 			id          TEXT NOT NULL,
 			state       TEXT NOT NULL,
@@ -49,7 +43,7 @@ var migrations = []migration{{
 			UNIQUE (saga, id, message_id)
 		)`,
 	},
-	postgres: []string{`CREATE TABLE troupe_sagas (
+	Postgres: []string{`CREATE TABLE troupe_sagas (
 			saga        TEXT NOT NULL,
 			id          TEXT NOT NULL,
 			state       TEXT NOT NULL,
@@ -84,52 +78,16 @@ var migrations = []migration{{
 }, {
 	// The trace of each entry's message (W3C trace id), for a link to the
 	// tracing UI.
-	version:  2,
-	sqlite:   []string{`ALTER TABLE troupe_saga_history ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''`},
-	postgres: []string{`ALTER TABLE troupe_saga_history ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''`},
+	Version:  2,
+	SQLite:   []string{`ALTER TABLE troupe_saga_history ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''`},
+	Postgres: []string{`ALTER TABLE troupe_saga_history ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''`},
 }}
 
 // migrationLock is the PostgreSQL advisory lock key that serializes
 // migrations of trackers starting at once ("tsaga" in ASCII).
 const migrationLock = 0x7473616761
 
-// migrate brings the tracker's tables to the newest version, in one
-// transaction; PostgreSQL serializes concurrent migrations with an
-// advisory lock, SQLite with BEGIN IMMEDIATE.
+// migrate brings the tracker's tables to the newest version.
 func migrate(ctx context.Context, db *outbox.DB) error {
-	return db.InTx(ctx, func(tx *outbox.Tx) error {
-		if db.Dialect() == outbox.Postgres {
-			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
-				return fmt.Errorf("saga: migration lock: %w", err)
-			}
-		}
-		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS troupe_saga_schema (version INTEGER PRIMARY KEY)`); err != nil {
-			return fmt.Errorf("saga: schema table: %w", err)
-		}
-		var current int
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM troupe_saga_schema`).Scan(&current); err != nil {
-			return fmt.Errorf("saga: schema version: %w", err)
-		}
-		if last := migrations[len(migrations)-1].version; current > last {
-			return fmt.Errorf("saga: tracker schema version %d is newer than this binary's %d", current, last)
-		}
-		for _, m := range migrations {
-			if m.version <= current {
-				continue
-			}
-			stmts := m.sqlite
-			if db.Dialect() == outbox.Postgres {
-				stmts = m.postgres
-			}
-			for _, s := range stmts {
-				if _, err := tx.ExecContext(ctx, s); err != nil {
-					return fmt.Errorf("saga: migration %d: %w", m.version, err)
-				}
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO troupe_saga_schema (version) VALUES (?)`, m.version); err != nil {
-				return fmt.Errorf("saga: record migration %d: %w", m.version, err)
-			}
-		}
-		return nil
-	})
+	return db.Migrate(ctx, outbox.Schema{Name: "saga", Table: "troupe_saga_schema", Lock: migrationLock, Migrations: migrations})
 }

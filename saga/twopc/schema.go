@@ -2,7 +2,6 @@ package twopc
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/troupehq/troupe/outbox"
 )
@@ -62,36 +61,9 @@ const schemaLock = 0x327063
 // idempotent and safe to run from several processes at once;
 // NewCoordinator and NewParticipant call it.
 func Migrate(ctx context.Context, db *outbox.DB) error {
-	return db.InTx(ctx, func(tx *outbox.Tx) error {
-		if db.Dialect() == outbox.Postgres {
-			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, schemaLock); err != nil {
-				return fmt.Errorf("twopc: migration lock: %w", err)
-			}
-		}
-		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS troupe_twopc_schema (version INTEGER PRIMARY KEY)`); err != nil {
-			return fmt.Errorf("twopc: schema table: %w", err)
-		}
-		var current int
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM troupe_twopc_schema`).Scan(&current); err != nil {
-			return fmt.Errorf("twopc: schema version: %w", err)
-		}
-		newest := migrations[len(migrations)-1].version
-		if current > newest {
-			return fmt.Errorf("twopc: database schema version %d is newer than this binary's %d", current, newest)
-		}
-		for _, m := range migrations {
-			if m.version <= current {
-				continue
-			}
-			for _, s := range m.stmts {
-				if _, err := tx.ExecContext(ctx, s); err != nil {
-					return fmt.Errorf("twopc: migration %d: %w", m.version, err)
-				}
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO troupe_twopc_schema (version) VALUES (?)`, m.version); err != nil {
-				return fmt.Errorf("twopc: record migration %d: %w", m.version, err)
-			}
-		}
-		return nil
-	})
+	ms := make([]outbox.Migration, len(migrations))
+	for i, m := range migrations {
+		ms[i] = outbox.Migration{Version: m.version, SQLite: m.stmts, Postgres: m.stmts}
+	}
+	return db.Migrate(ctx, outbox.Schema{Name: "twopc", Table: "troupe_twopc_schema", Lock: schemaLock, Migrations: ms})
 }
