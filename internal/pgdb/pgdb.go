@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -41,4 +42,20 @@ func Create(ctx context.Context, baseURL, prefix string) (dbURL string, drop fun
 		return nil
 	}
 	return u.String(), drop, nil
+}
+
+// Fresh is Create for programs: its cleanup drops the database within 30 s
+// and reports a failure on stderr rather than returning it.
+func Fresh(ctx context.Context, baseURL, prefix string) (dbURL string, cleanup func(), err error) {
+	dbURL, drop, err := Create(ctx, baseURL, prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return dbURL, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := drop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}, nil
 }

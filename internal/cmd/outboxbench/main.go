@@ -214,7 +214,7 @@ func main() {
 	})
 	if pgURL != "" {
 		both("troupe-postgres", func(ctx context.Context, pub message.Publisher) (*system, error) {
-			dbURL, drop, err := freshPostgres(ctx, pgURL)
+			dbURL, drop, err := pgdb.Fresh(ctx, pgURL, "bench")
 			if err != nil {
 				return nil, err
 			}
@@ -526,7 +526,7 @@ func openTroupe(ctx context.Context, dbURL string, drop func(), pub message.Publ
 // (default PostgreSQL schema and offsets adapters; poll 0 keeps its default
 // poll interval, 1 s) feeds the Forwarder, which publishes through pub.
 func openForwarder(ctx context.Context, baseURL string, poll time.Duration, pub message.Publisher, logger watermill.LoggerAdapter) (*system, error) {
-	dbURL, drop, err := freshPostgres(ctx, baseURL)
+	dbURL, drop, err := pgdb.Fresh(ctx, baseURL, "bench")
 	if err != nil {
 		return nil, err
 	}
@@ -632,22 +632,6 @@ func openForwarder(ctx context.Context, baseURL string, poll time.Duration, pub 
 			sqldb.Close()
 			drop()
 		},
-	}, nil
-}
-
-// freshPostgres creates an empty database next to the one baseURL names
-// and returns its URL and a function that drops it.
-func freshPostgres(ctx context.Context, baseURL string) (string, func(), error) {
-	dbURL, drop, err := pgdb.Create(ctx, baseURL, "bench")
-	if err != nil {
-		return "", nil, err
-	}
-	return dbURL, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := drop(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
 	}, nil
 }
 

@@ -113,7 +113,7 @@ func dbMaker(ctx context.Context, store string) (func() (string, func(), error),
 		if base == "" {
 			return nil, fmt.Errorf("postgres: TROUPE_POSTGRES_URL is not set (run under scripts/with-servers.sh)")
 		}
-		return func() (string, func(), error) { return freshPostgres(ctx, base) }, nil
+		return func() (string, func(), error) { return pgdb.Fresh(ctx, base, "sagabench") }, nil
 	}
 	return nil, fmt.Errorf("unknown store %q: want sqlite or postgres", store)
 }
@@ -301,20 +301,4 @@ func baseline(ctx context.Context, db *outbox.DB, tr transport.Transport) (func(
 		}
 	}
 	return r.Run, r.Running(), nil
-}
-
-// freshPostgres creates an empty database next to the one baseURL names
-// and returns its URL and a function that drops it.
-func freshPostgres(ctx context.Context, baseURL string) (string, func(), error) {
-	dbURL, drop, err := pgdb.Create(ctx, baseURL, "sagabench")
-	if err != nil {
-		return "", nil, err
-	}
-	return dbURL, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := drop(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
-	}, nil
 }

@@ -158,7 +158,7 @@ func runOnce(ctx context.Context, store, pgURL, path, run string, n, workers int
 		u := "sqlite:" + filepath.Join(dir, node+".db")
 		if store == "postgres" {
 			var drop func()
-			if u, drop, err = freshPostgres(ctx, pgURL); err != nil {
+			if u, drop, err = pgdb.Fresh(ctx, pgURL, "twopcbench"); err != nil {
 				return result{}, err
 			}
 			defer drop()
@@ -319,21 +319,5 @@ func startSaga(ctx context.Context, wg *sync.WaitGroup, tr transport.Transport, 
 		return origin.InTx(ctx, func(tx *outbox.Tx) error {
 			return em.EmitTx(ctx, tx, Started{ID: id}, handlers.WithSagaID(id))
 		})
-	}, nil
-}
-
-// freshPostgres creates an empty database next to the one baseURL names
-// and returns its URL and a function that drops it.
-func freshPostgres(ctx context.Context, baseURL string) (string, func(), error) {
-	dbURL, drop, err := pgdb.Create(ctx, baseURL, "twopcbench")
-	if err != nil {
-		return "", nil, err
-	}
-	return dbURL, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := drop(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
 	}, nil
 }
