@@ -67,7 +67,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -81,6 +80,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/troupehq/troupe/internal/cpuprofile"
 	"github.com/troupehq/troupe/internal/pgdb"
 	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/outbox"
@@ -142,18 +142,12 @@ func main() {
 	verbose := flag.Bool("v", false, "log the relay's and the forwarder's warnings and errors to stderr")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (writers, relays, forwarders) to this file")
 	flag.Parse()
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := cpuprofile.Start(*cpuProfile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
+	defer stopProfile()
 
 	amqpURL := os.Getenv(testutil.AMQPURLEnv)
 	pgURL := os.Getenv(testutil.PostgresURLEnv)

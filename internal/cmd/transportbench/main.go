@@ -39,7 +39,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -53,6 +52,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/troupehq/troupe/internal/cpuprofile"
 	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/transport/bus"
@@ -96,18 +96,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "-n, -n-amqp, -publishers and -rounds must be positive")
 		os.Exit(2)
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := cpuprofile.Start(*cpuProfile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
+	defer stopProfile()
 	amqpURL := os.Getenv(testutil.AMQPURLEnv)
 	want := func(name string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), name) }
 
