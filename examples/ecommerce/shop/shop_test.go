@@ -27,12 +27,20 @@ func fastRetry() *handlers.RetryPolicy {
 // serves the order API.
 func startStack(t *testing.T, pay shop.PaymentConfig) (*shop.Stack, *httptest.Server) {
 	t.Helper()
+	return startCheckoutStack(t, pay, shop.CheckoutChoreography)
+}
+
+// startCheckoutStack starts every service in process, the checkout run as
+// mode, and serves the order API.
+func startCheckoutStack(t *testing.T, pay shop.PaymentConfig, mode shop.Checkout) (*shop.Stack, *httptest.Server) {
+	t.Helper()
 	s, err := shop.Start(context.Background(), shop.Config{
-		BusURL:  fmt.Sprintf("mem://shop-test-%d", stackSeq.Add(1)),
-		DataDir: t.TempDir(),
-		Payment: pay,
-		Stock:   map[string]int{"apple": 10, "pear": 1},
-		Retry:   fastRetry(),
+		BusURL:   fmt.Sprintf("mem://shop-test-%d", stackSeq.Add(1)),
+		DataDir:  t.TempDir(),
+		Payment:  pay,
+		Stock:    map[string]int{"apple": 10, "pear": 1},
+		Retry:    fastRetry(),
+		Checkout: mode,
 	})
 	if err != nil {
 		t.Fatal(err)

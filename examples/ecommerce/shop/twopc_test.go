@@ -15,25 +15,7 @@ import (
 
 func startTwoPCStack(t *testing.T, pay shop.PaymentConfig) (*shop.Stack, *httptest.Server) {
 	t.Helper()
-	s, err := shop.Start(context.Background(), shop.Config{
-		BusURL:   fmt.Sprintf("mem://shop-2pc-test-%d", stackSeq.Add(1)),
-		DataDir:  t.TempDir(),
-		Payment:  pay,
-		Stock:    map[string]int{"apple": 10, "pear": 1},
-		Retry:    fastRetry(),
-		Checkout: shop.CheckoutTwoPC,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(s.Order.HTTPHandler())
-	t.Cleanup(func() {
-		srv.Close()
-		if err := s.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return s, srv
+	return startCheckoutStack(t, pay, shop.CheckoutTwoPC)
 }
 
 // TestTwoPCCheckout runs the checkout as a two-phase commit that the order
