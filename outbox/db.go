@@ -41,12 +41,10 @@ type DB struct {
 	dialect Dialect
 	dsn     string
 	changed notifier
-	// writer admits one SQLite transaction of this process at a time (a
-	// token in a channel of one). SQLite has one writer per file; without
-	// it, concurrent BEGIN IMMEDIATEs spin in SQLite's busy handler, which
-	// sleeps up to 100 ms between tries, where a queue in Go wakes the
-	// next writer at once. Nil for PostgreSQL.
-	writer chan struct{}
+	// group runs this process's SQLite transactions, one writer at a
+	// time, committing those that queue meanwhile together (group.go).
+	// Unused for PostgreSQL, which commits concurrent transactions itself.
+	group group
 	// stmts caches the prepared statements of Tx.Exec and Tx.QueryRow on
 	// SQLite, whose driver would otherwise parse every statement on every
 	// call (a sixth of the shop's CPU under load). pgx caches by itself.
@@ -97,7 +95,7 @@ func (c *stmtCache) close() error {
 	return errors.Join(errs...)
 }
 
-// sqliteWriterWait bounds the wait for the SQLite writer token, like the
+// sqliteWriterWait bounds the wait for a turn in a SQLite group, like the
 // busy timeout bounds the wait for the file's lock.
 const sqliteWriterWait = 10 * time.Second
 
@@ -146,9 +144,6 @@ func open(ctx context.Context, d Dialect, driver, dsn string) (*DB, error) {
 	sqldb.SetMaxIdleConns(maxIdleConns)
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
 	db := &DB{db: sqldb, dialect: d, dsn: dsn}
-	if d == SQLite {
-		db.writer = make(chan struct{}, 1)
-	}
 	if err := db.migrateRetryingBusy(ctx); err != nil {
 		sqldb.Close()
 		return nil, err
@@ -249,6 +244,15 @@ func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row 
 	return tx.QueryRowContext(ctx, tx.db.Rebind(query), args...)
 }
 
+// Query runs a query written with ? placeholders, prepared once like
+// Exec's.
+func (tx *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := tx.stmt(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return tx.QueryContext(ctx, tx.db.Rebind(query), args...)
+}
+
 // stmt returns query's cached statement bound to tx; nil when not cached
 // (PostgreSQL, or the cache is full). The bound statement closes with tx.
 func (tx *Tx) stmt(ctx context.Context, query string) *sql.Stmt {
@@ -263,14 +267,15 @@ func (tx *Tx) stmt(ctx context.Context, query string) *sql.Stmt {
 }
 
 // InTx runs f in a transaction, committed when f returns nil and rolled
-// back otherwise. On SQLite the transactions of one DB run one at a time
-// (a transaction begun inside f waits for f's, and fails after 10 s).
+// back otherwise; f must not commit or roll back tx itself. On SQLite the
+// transactions of one DB run one at a time, and those that wait meanwhile
+// commit together (a group commit): f then runs under a savepoint of a
+// transaction it shares, which its error or panic rolls back alone, and
+// InTx returns once the shared transaction committed (a transaction begun
+// inside f waits for f's, and fails after 10 s). Safe for concurrent use.
 func (db *DB) InTx(ctx context.Context, f func(tx *Tx) error) error {
-	if db.writer != nil {
-		if err := db.acquireWriter(ctx); err != nil {
-			return err
-		}
-		defer func() { <-db.writer }()
+	if db.dialect == SQLite {
+		return db.inGroup(ctx, f)
 	}
 	sqltx, err := db.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -292,23 +297,16 @@ func (db *DB) InTx(ctx context.Context, f func(tx *Tx) error) error {
 	return nil
 }
 
-func (db *DB) acquireWriter(ctx context.Context) error {
-	select {
-	case db.writer <- struct{}{}:
-		return nil
-	default:
-	}
-	t := time.NewTimer(sqliteWriterWait)
-	defer t.Stop()
-	select {
-	case db.writer <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("outbox: begin: %w", ctx.Err())
-	case <-t.C:
-		return fmt.Errorf("outbox: begin: no SQLite writer turn in %v", sqliteWriterWait)
-	}
-}
+// errTxOwned is what Commit and Rollback of a Tx return: InTx ends it.
+var errTxOwned = errors.New("outbox: the transaction is committed or rolled back by InTx, after its function returns")
+
+// Commit refuses: InTx commits the transaction when its function returns
+// nil.
+func (tx *Tx) Commit() error { return errTxOwned }
+
+// Rollback refuses: InTx rolls the transaction back when its function
+// returns an error.
+func (tx *Tx) Rollback() error { return errTxOwned }
 
 func ignoreDone(err error) error {
 	if errors.Is(err, sql.ErrTxDone) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -239,11 +240,15 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	stmts, delays := r.settlement(rows, done, failures, leased)
-	if len(stmts) == 1 { // one statement needs no transaction
-		_, err = r.db.db.ExecContext(sctx, r.db.Rebind(stmts[0].q), stmts[0].args...)
-	} else {
-		err = r.db.InTx(sctx, func(tx *Tx) error { return execAll(sctx, tx.Tx, r.db, stmts) })
-	}
+	// In the DB's group commit, with the transactions committing meanwhile.
+	err = r.db.InTx(sctx, func(tx *Tx) error {
+		for _, s := range stmts {
+			if _, err := tx.Exec(sctx, s.q, s.args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return len(rows), fmt.Errorf("outbox: settle: %w", err)
 	}
@@ -331,21 +336,30 @@ const freeRow = `o.published_at IS NULL AND (o.locked_until IS NULL OR o.locked_
 // which keeps each key in order. It is one statement: an UPDATE that
 // leases the rows it selects and returns them; SQLite runs one writer at a
 // time, so two relays' claims never overlap.
-func (r *Relay) claim(ctx context.Context) ([]row, error) {
+func (r *Relay) claim(ctx context.Context) (rows []row, err error) {
 	now := time.Now().UTC()
 	id, n := r.cfg.ID, r.cfg.BatchSize
-	q := `UPDATE troupe_outbox SET locked_by = ?, locked_until = ?
-		WHERE id IN (
-			SELECT o.id FROM troupe_outbox o
-			WHERE ` + freeRow + ` AND o.ordering_key IN (` + headsQuery + `)
-			ORDER BY o.id LIMIT ?)
-		RETURNING id, message_id, topic, ordering_key, payload, metadata, attempts, created_at`
-	rs, err := r.db.db.QueryContext(ctx, q, id, now.Add(r.cfg.Lease), now, id, now, now, id, n, n)
-	if err != nil {
-		return nil, fmt.Errorf("outbox: claim: %w", err)
-	}
-	return scanRows(rs)
+	// In the DB's group commit, with the transactions committing meanwhile;
+	// the statement's text is the same at every pass, so it is prepared once.
+	err = r.db.InTx(ctx, func(tx *Tx) error {
+		rs, err := tx.Query(ctx, claimQuery, id, now.Add(r.cfg.Lease), now, id, now, now, id, n, n)
+		if err != nil {
+			return fmt.Errorf("outbox: claim: %w", err)
+		}
+		rows, err = scanRows(rs)
+		return err
+	})
+	return rows, err
 }
+
+// claimQuery leases the rows of free keys and returns them. Arguments:
+// relay ID, lease end, now, relay ID, now, now, relay ID, limit, limit.
+const claimQuery = `UPDATE troupe_outbox SET locked_by = ?, locked_until = ?
+	WHERE id IN (
+		SELECT o.id FROM troupe_outbox o
+		WHERE ` + freeRow + ` AND o.ordering_key IN (` + headsQuery + `)
+		ORDER BY o.id LIMIT ?)
+	RETURNING id, message_id, topic, ordering_key, payload, metadata, attempts, created_at`
 
 // scanRows reads claimed rows and closes rs; they come back in id order.
 func scanRows(rs *sql.Rows) ([]row, error) {
@@ -539,18 +553,23 @@ func (r *Relay) settlement(claimed []row, done []int64, failures []failure, h ho
 	return stmts, delays
 }
 
-// inIDs returns "IN (?, ...)" and its arguments for ids; on PostgreSQL
-// "= ANY(?)" and one array, so that the statement's text, and its cached
-// prepared statement, do not change with the number of ids.
+// inIDs returns the condition "id is one of ids" and its one argument: on
+// PostgreSQL "= ANY(?)" and an array, on SQLite a JSON array read by
+// json_each, so that the statement's text, and its cached prepared
+// statement, do not change with the number of ids.
 func (r *Relay) inIDs(ids []int64) (string, []any) {
 	if r.db.dialect == Postgres {
 		return "= ANY(?)", []any{ids}
 	}
-	args := make([]any, len(ids))
+	// SQLite: one JSON array, for the same reason.
+	b := []byte{'['}
 	for i, id := range ids {
-		args[i] = id
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
 	}
-	return "IN (" + placeholders(len(ids)) + ")", args
+	return "IN (SELECT value FROM json_each(?))", []any{string(append(b, ']'))}
 }
 
 // execAll runs stmts in tx.

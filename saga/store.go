@@ -144,9 +144,20 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-func (st *Store) history(ctx context.Context, q querier, saga, id string) ([]Entry, error) {
-	rows, err := q.QueryContext(ctx, st.db.Rebind(`SELECT seq, at, recorded_at, kind, event, message_id, causation_id, step, meaning, error, actor, queue, trace_id
-		FROM troupe_saga_history WHERE saga = ? AND id = ? ORDER BY seq`), saga, id)
+// historyQuery selects an instance's history. Arguments: saga, id.
+const historyQuery = `SELECT seq, at, recorded_at, kind, event, message_id, causation_id, step, meaning, error, actor, queue, trace_id
+	FROM troupe_saga_history WHERE saga = ? AND id = ? ORDER BY seq`
+
+// history reads an instance's history in tx (through its prepared
+// statement) or, when tx is nil, outside a transaction.
+func (st *Store) history(ctx context.Context, tx *outbox.Tx, saga, id string) ([]Entry, error) {
+	var rows *sql.Rows
+	var err error
+	if tx != nil {
+		rows, err = tx.Query(ctx, historyQuery, saga, id)
+	} else {
+		rows, err = st.db.SQL().QueryContext(ctx, st.db.Rebind(historyQuery), saga, id)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("saga: history of %s: %w", id, err)
 	}
@@ -241,7 +252,7 @@ func (st *Store) Get(ctx context.Context, saga, id string) (Instance, error) {
 		return Instance{}, fmt.Errorf("saga: instance %s exists in several sagas; name one", id)
 	}
 	in := ins[0]
-	if in.History, err = st.history(ctx, st.db.SQL(), in.Saga, id); err != nil {
+	if in.History, err = st.history(ctx, nil, in.Saga, id); err != nil {
 		return Instance{}, err
 	}
 	// The status is derived from the history read, not taken from the

@@ -1,0 +1,240 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func openGroupDB(t *testing.T) *DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := Open(ctx, "sqlite:"+t.TempDir()+"/group.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.SQL().ExecContext(ctx, `CREATE TABLE t (v INTEGER PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// queued waits until a member leads and n members wait in db's group
+// queue.
+func queued(t *testing.T, db *DB, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		db.group.mu.Lock()
+		got, leading := len(db.group.queue), db.group.leading
+		db.group.mu.Unlock()
+		if leading && got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d members queued, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func values(t *testing.T, db *DB) map[int]bool {
+	t.Helper()
+	rows, err := db.SQL().Query(`SELECT v FROM t`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	got := map[int]bool{}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		got[v] = true
+	}
+	return got
+}
+
+// TestGroupCommit holds a first transaction open while others queue, so
+// that they run in one group: each sees the writes of those before it in
+// the shared transaction, a failing or panicking one rolls back its own
+// writes only, and the rest commit.
+func TestGroupCommit(t *testing.T) {
+	db := openGroupDB(t)
+	ctx := context.Background()
+	const n = 12
+	errOdd := errors.New("odd members fail")
+	release := make(chan struct{})
+	results := make([]error, n)
+	panics := make([]any, n)
+	seen := make([]int, n)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		results[0] = db.InTx(ctx, func(tx *Tx) error {
+			<-release
+			_, err := tx.Exec(ctx, `INSERT INTO t (v) VALUES (?)`, 0)
+			return err
+		})
+	})
+	queued(t, db, 0) // the first leads; nothing queues yet
+	for i := 1; i < n; i++ {
+		wg.Go(func() {
+			defer func() { panics[i] = recover() }()
+			results[i] = db.InTx(ctx, func(tx *Tx) error {
+				if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM t`).Scan(&seen[i]); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `INSERT INTO t (v) VALUES (?)`, i); err != nil {
+					return err
+				}
+				switch {
+				case i == 5:
+					panic("member 5 panics")
+				case i%2 == 1:
+					return errOdd
+				}
+				return nil
+			})
+		})
+		queued(t, db, i) // queue them in order
+	}
+	close(release)
+	wg.Wait()
+
+	want := map[int]bool{}
+	for i := range n {
+		switch {
+		case i == 5:
+			if panics[i] != "member 5 panics" {
+				t.Errorf("member 5: recovered %v, want its panic", panics[i])
+			}
+		case i%2 == 1:
+			if !errors.Is(results[i], errOdd) {
+				t.Errorf("member %d: %v, want %v", i, results[i], errOdd)
+			}
+		default:
+			if results[i] != nil {
+				t.Errorf("member %d: %v", i, results[i])
+			}
+			want[i] = true
+		}
+	}
+	if got := values(t, db); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("committed %v, want %v", got, want)
+	}
+	// Member i ran after members 0..i-1 in the same transaction: it saw the
+	// rows of those that succeeded, uncommitted as they were.
+	for i := 1; i < n; i++ {
+		wantSeen := 0
+		for j := range i {
+			if want[j] {
+				wantSeen++
+			}
+		}
+		if seen[i] != wantSeen {
+			t.Errorf("member %d saw %d rows, want %d (one shared transaction)", i, seen[i], wantSeen)
+		}
+	}
+}
+
+// TestGroupCommitFailureFailsAll: when the shared transaction cannot
+// commit, every member's InTx fails and nothing is written.
+func TestGroupCommitFailureFailsAll(t *testing.T) {
+	db := openGroupDB(t)
+	ctx := context.Background()
+	// A deferred foreign key is checked at COMMIT: the commit fails.
+	if _, err := db.SQL().ExecContext(ctx, `CREATE TABLE child (p INTEGER REFERENCES t (v) DEFERRABLE INITIALLY DEFERRED)`); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		errs[0] = db.InTx(ctx, func(tx *Tx) error {
+			<-release
+			_, err := tx.Exec(ctx, `INSERT INTO child (p) VALUES (42)`) // no parent 42
+			return err
+		})
+	})
+	queued(t, db, 0)
+	for i := 1; i < 3; i++ {
+		wg.Go(func() {
+			errs[i] = db.InTx(ctx, func(tx *Tx) error {
+				_, err := tx.Exec(ctx, `INSERT INTO t (v) VALUES (?)`, i)
+				return err
+			})
+		})
+		queued(t, db, i)
+	}
+	close(release)
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil {
+			t.Errorf("member %d committed; want the group's commit error", i)
+		}
+	}
+	if got := values(t, db); len(got) != 0 {
+		t.Errorf("rows %v written by a failed commit", got)
+	}
+	// The DB goes on working.
+	if err := db.InTx(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO t (v) VALUES (7)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGroupCancelWhileQueued: a member whose context ends while it waits
+// for its turn returns the context's error and never runs.
+func TestGroupCancelWhileQueued(t *testing.T) {
+	db := openGroupDB(t)
+	ctx := context.Background()
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_ = db.InTx(ctx, func(tx *Tx) error { <-release; return nil })
+	})
+	queued(t, db, 0)
+	cctx, cancel := context.WithCancel(ctx)
+	ran := false
+	var err error
+	wg.Go(func() {
+		err = db.InTx(cctx, func(tx *Tx) error { ran = true; return nil })
+	})
+	queued(t, db, 1)
+	cancel()
+	queued(t, db, 0)
+	close(release)
+	wg.Wait()
+	if !errors.Is(err, context.Canceled) || ran {
+		t.Fatalf("cancelled member: error %v, ran %v; want context.Canceled, not run", err, ran)
+	}
+}
+
+// TestTxCommitRefused: the function of InTx cannot end its transaction.
+func TestTxCommitRefused(t *testing.T) {
+	db := openGroupDB(t)
+	ctx := context.Background()
+	err := db.InTx(ctx, func(tx *Tx) error {
+		if err := tx.Commit(); !errors.Is(err, errTxOwned) {
+			return fmt.Errorf("Commit: %v, want refused", err)
+		}
+		if err := tx.Rollback(); !errors.Is(err, errTxOwned) {
+			return fmt.Errorf("Rollback: %v, want refused", err)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO t (v) VALUES (1)`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := values(t, db); !got[1] {
+		t.Fatal("the row was not committed")
+	}
+}
