@@ -185,6 +185,34 @@ func isBusy(err error) bool {
 // SQL returns the underlying *sql.DB for the service's own queries.
 func (db *DB) SQL() *sql.DB { return db.db }
 
+// QueryRow runs a read outside a transaction, written with ? placeholders.
+// On SQLite the statement is prepared once and reused, like Tx.QueryRow's.
+// Safe for concurrent use.
+func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := db.cached(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return db.db.QueryRowContext(ctx, db.Rebind(query), args...)
+}
+
+// Query runs a read outside a transaction, prepared once like QueryRow's.
+// Safe for concurrent use.
+func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := db.cached(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return db.db.QueryContext(ctx, db.Rebind(query), args...)
+}
+
+// cached returns query's cached statement on SQLite; nil on PostgreSQL
+// (pgx caches by itself) or when the cache is full.
+func (db *DB) cached(ctx context.Context, query string) *sql.Stmt {
+	if db.dialect != SQLite {
+		return nil
+	}
+	return db.stmts.prepared(ctx, db.db, query)
+}
+
 // Dialect returns the database's SQL flavour.
 func (db *DB) Dialect() Dialect { return db.dialect }
 
@@ -256,10 +284,7 @@ func (tx *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, 
 // stmt returns query's cached statement bound to tx; nil when not cached
 // (PostgreSQL, or the cache is full). The bound statement closes with tx.
 func (tx *Tx) stmt(ctx context.Context, query string) *sql.Stmt {
-	if tx.db.dialect != SQLite {
-		return nil
-	}
-	st := tx.db.stmts.prepared(ctx, tx.db.db, query)
+	st := tx.db.cached(ctx, query)
 	if st == nil {
 		return nil
 	}

@@ -217,11 +217,9 @@ func (t *Tracker) Handle(ctx context.Context, msg *message.Message) error {
 	if !ok {
 		return nil
 	}
+	// No inbox row: the history's key (saga, id, message id) is the
+	// idempotency key, and record reports a redelivery as not added.
 	return t.store.db.InTx(ctx, func(tx *outbox.Tx) error {
-		claimed, err := tx.Claim(ctx, t.queue, msg.UUID)
-		if err != nil || !claimed {
-			return err
-		}
 		before, after, added, err := t.store.record(ctx, tx, t.s, id, e)
 		if err != nil || !added {
 			return err

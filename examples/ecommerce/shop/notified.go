@@ -99,7 +99,7 @@ func (s *OrderService) onNotified(ctx context.Context, tx *outbox.Tx, e Notifica
 // for an unknown order.
 func (s *OrderService) notified(ctx context.Context, id string) (bool, error) {
 	var at sql.NullTime
-	err := s.db.SQL().QueryRowContext(ctx, s.db.Rebind(`SELECT n.at FROM orders o LEFT JOIN order_notified n ON n.order_id = o.id WHERE o.id = ?`), id).Scan(&at)
+	err := s.db.QueryRow(ctx, `SELECT n.at FROM orders o LEFT JOIN order_notified n ON n.order_id = o.id WHERE o.id = ?`, id).Scan(&at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, ErrNoOrder
 	}

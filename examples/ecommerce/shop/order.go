@@ -174,8 +174,8 @@ func (s *OrderService) Get(ctx context.Context, id string) (Order, error) {
 	var items string
 	var notified sql.NullTime
 	// One statement, so that the status and the notification agree.
-	err := s.db.SQL().QueryRowContext(ctx, s.db.Rebind(`SELECT o.customer, o.items, o.amount, o.payment_method, o.status, o.reason, n.at
-		FROM orders o LEFT JOIN order_notified n ON n.order_id = o.id WHERE o.id = ?`), id).
+	err := s.db.QueryRow(ctx, `SELECT o.customer, o.items, o.amount, o.payment_method, o.status, o.reason, n.at
+		FROM orders o LEFT JOIN order_notified n ON n.order_id = o.id WHERE o.id = ?`, id).
 		Scan(&o.Customer, &items, &o.Amount, &o.PaymentMethod, &o.Status, &o.Reason, &notified)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Order{}, ErrNoOrder
@@ -189,7 +189,7 @@ func (s *OrderService) Get(ctx context.Context, id string) (Order, error) {
 	if notified.Valid {
 		o.NotifiedAt = &notified.Time
 	}
-	rows, err := s.db.SQL().QueryContext(ctx, s.db.Rebind(`SELECT at, status, event, detail FROM order_history WHERE order_id = ? ORDER BY at`), id)
+	rows, err := s.db.Query(ctx, `SELECT at, status, event, detail FROM order_history WHERE order_id = ? ORDER BY at`, id)
 	if err != nil {
 		return Order{}, err
 	}
