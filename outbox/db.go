@@ -217,7 +217,9 @@ func (db *DB) cached(ctx context.Context, query string) *sql.Stmt {
 func (db *DB) Dialect() Dialect { return db.dialect }
 
 // Close closes the database.
-func (db *DB) Close() error { return errors.Join(db.stmts.close(), db.db.Close()) }
+func (db *DB) Close() error {
+	return errors.Join(db.stmts.close(), db.group.close(), db.db.Close())
+}
 
 // Rebind turns a query written with ? placeholders into the dialect's
 // ($1, $2, ... for PostgreSQL).

@@ -31,6 +31,9 @@ type group struct {
 	mu      sync.Mutex
 	queue   []*member
 	leading bool // a leader is running a group; new members queue
+	// conn is the connection the groups write through, the leader's alone
+	// (leaders take turns); nil until the first group and after it broke.
+	conn *sql.Conn
 }
 
 // member is one InTx call waiting in, or run by, a group.
@@ -143,8 +146,7 @@ func (g *group) take(n int) []*member {
 // result and returns the members.
 func (db *DB) runGroup(first *member) []*member {
 	members := []*member{first}
-	// The transaction is the group's: no one member's context may end it.
-	sqltx, err := db.db.BeginTx(context.Background(), nil)
+	sqltx, err := db.beginGroup()
 	if err != nil {
 		members = append(members, db.group.take(maxGroup-1)...)
 		for _, m := range members {
@@ -186,6 +188,41 @@ func (db *DB) runGroup(first *member) []*member {
 		db.changed.notify()
 	}
 	return members
+}
+
+// beginGroup begins a group's transaction on the groups' own connection.
+// SQLite discards a connection's whole page cache whenever another
+// connection has committed; writing through one connection keeps the
+// writer's cache warm from one group to the next. The transaction is the
+// group's: no one member's context may end it.
+func (db *DB) beginGroup() (*sql.Tx, error) {
+	g := &db.group
+	if g.conn == nil {
+		c, err := db.db.Conn(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		g.conn = c
+	}
+	tx, err := g.conn.BeginTx(context.Background(), nil)
+	if err != nil {
+		_ = g.conn.Close() // the next group takes another connection
+		g.conn = nil
+		return nil, err
+	}
+	return tx, nil
+}
+
+// close returns the groups' connection to the pool.
+func (g *group) close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.conn == nil {
+		return nil
+	}
+	err := g.conn.Close()
+	g.conn = nil
+	return err
 }
 
 // Savepoint statements of a group's members.
