@@ -116,7 +116,7 @@ func (c *Coordinator) Begin(ctx context.Context, gid string, branches []Branch) 
 	if err := validateBegin(gid, branches); err != nil {
 		return err
 	}
-	ctx, span := tracer.Start(ctx, "twopc begin")
+	ctx, span := tracer().Start(ctx, "twopc begin")
 	span.SetAttributes(attribute.String(attrGID, gid), attribute.Int("twopc.participants", len(branches)))
 	err := c.begin(ctx, gid, branches)
 	endSpan(span, err)
@@ -289,7 +289,7 @@ func (c *Coordinator) vote(ctx context.Context, t *txn, m Message) error {
 		c.sendDecision(ctx, t.gid, m.From, t.outcome, t.trace)
 		return nil
 	}
-	_, span := tracer.Start(contextOf(ctx, t.trace), "twopc vote "+m.Vote.String())
+	_, span := tracer().Start(contextOf(ctx, t.trace), "twopc vote "+m.Vote.String())
 	span.SetAttributes(attribute.String(attrGID, t.gid), attribute.String(attrParticipant, m.From))
 	span.End()
 	t.votes[m.From] = m.Vote
@@ -323,7 +323,7 @@ func (t *txn) ready() (Outcome, string, bool) {
 // decide logs the decision, then sends it to every participant. Lock t.mu
 // should be held.
 func (c *Coordinator) decide(ctx context.Context, t *txn, o Outcome, reason string) (err error) {
-	ctx, span := tracer.Start(contextOf(ctx, t.trace), "twopc decide "+o.String())
+	ctx, span := tracer().Start(contextOf(ctx, t.trace), "twopc decide "+o.String())
 	span.SetAttributes(attribute.String(attrGID, t.gid), attribute.String("twopc.reason", reason))
 	defer func() { endSpan(span, err) }()
 	if err := c.o.hook(ctx, StepDeciding, t.gid); err != nil {

@@ -101,7 +101,7 @@ func (p *Participant[P]) Deliver(ctx context.Context, m Message) error {
 var errVoteNo = errors.New("twopc: vote no")
 
 func (p *Participant[P]) prepare(ctx context.Context, m Message) (err error) {
-	ctx, span := tracer.Start(contextOf(ctx, m.Trace), "twopc prepare "+p.name)
+	ctx, span := tracer().Start(contextOf(ctx, m.Trace), "twopc prepare "+p.name)
 	span.SetAttributes(attribute.String(attrGID, m.GID), attribute.String(attrParticipant, p.name))
 	defer func() { endSpan(span, err) }()
 	payload := string(m.Payload)
@@ -211,7 +211,7 @@ func (p *Participant[P]) state(ctx context.Context, tx *outbox.Tx, gid string) (
 
 // apply applies a decision once and acknowledges it every time.
 func (p *Participant[P]) apply(ctx context.Context, m Message) (err error) {
-	ctx, span := tracer.Start(contextOf(ctx, m.Trace), "twopc "+m.Outcome.String()+" "+p.name)
+	ctx, span := tracer().Start(contextOf(ctx, m.Trace), "twopc "+m.Outcome.String()+" "+p.name)
 	span.SetAttributes(attribute.String(attrGID, m.GID), attribute.String(attrParticipant, p.name))
 	defer func() { endSpan(span, err) }()
 	err = p.db.InTx(ctx, func(tx *outbox.Tx) error {

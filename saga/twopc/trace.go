@@ -10,7 +10,10 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-var tracer = otel.Tracer("github.com/troupehq/troupe/saga/twopc")
+// tracer is the package's tracer from the global provider at the time of
+// the call: a tracer kept from an earlier provider would go on recording
+// into it after the process installed another.
+func tracer() trace.Tracer { return otel.Tracer("github.com/troupehq/troupe/saga/twopc") }
 
 // Span attribute keys.
 const (
