@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,7 +45,15 @@ type Config struct {
 	Relay outbox.RelayConfig
 	// NoRelay leaves the outbox to a relay run elsewhere.
 	NoRelay bool
+	// InboxRetention is how long the inbox of the router's database
+	// (WithDB) keeps the key of a handled message, and so deduplicates its
+	// redeliveries; Run deletes older keys as it goes. 7 days when 0;
+	// negative keeps them forever.
+	InboxRetention time.Duration
 }
+
+// DefaultInboxRetention is Config.InboxRetention when 0.
+const DefaultInboxRetention = 7 * 24 * time.Hour
 
 // RetryPolicy is the two-tier recoverability of MassTransit and
 // NServiceBus: immediate retries in process with exponential backoff and
@@ -283,6 +292,9 @@ func (r *Router) Run(ctx context.Context) error {
 		relay := outbox.NewRelay(r.db, r.events, rcfg, r.logger)
 		relayWG.Go(func() { _ = relay.Run(wctx) })
 	}
+	if r.db != nil && r.cfg.InboxRetention >= 0 {
+		relayWG.Go(func() { r.pruneInbox(wctx) })
+	}
 	var err error
 	select {
 	case err = <-done: // the watermill router failed by itself
@@ -294,6 +306,29 @@ func (r *Router) Run(ctx context.Context) error {
 	stop()
 	relayWG.Wait()
 	return errors.Join(err, r.events.Close(), r.queues.Close())
+}
+
+// pruneInbox deletes the inbox keys older than the retention, at once and
+// then every quarter of the retention (at most hourly), until ctx ends.
+func (r *Router) pruneInbox(ctx context.Context) {
+	keep := cmp.Or(r.cfg.InboxRetention, DefaultInboxRetention)
+	every := max(min(keep/4, time.Hour), 10*time.Millisecond)
+	for {
+		n, err := r.db.PruneInbox(ctx, time.Now().Add(-keep))
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			r.logger.Warn("handlers: inbox pruning failed; retrying at the next round", slog.Any("error", err))
+		case n > 0:
+			r.logger.Debug("handlers: inbox pruned", slog.Int64("keys", n), slog.Duration("retention", keep))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
 }
 
 // drain stops new runs and waits for those in flight, at most

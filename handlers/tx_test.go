@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/outbox"
@@ -133,5 +134,43 @@ func txScenarioRollback(t *testing.T, f *fixture, dbURL string) {
 	await(t, "handled", func() bool { return r.Stats().Handled == 1 })
 	if n := charges(t, db, "7"); n != 1 || runs.Load() != 2 {
 		t.Fatalf("%d charges after %d runs", n, runs.Load())
+	}
+}
+
+// TestInboxPruned: a router with a database deletes the inbox keys older
+// than Config.InboxRetention, and keeps them with a negative retention.
+func TestInboxPruned(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		retention time.Duration
+		wantKept  bool
+	}{
+		{"pruned after the retention", 30 * time.Millisecond, false},
+		{"kept forever when negative", -1, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, "mem://handlers-prune")
+			db := openDB(t, "sqlite:"+t.TempDir()+"/svc.db")
+			r, err := handlers.NewRouter(handlers.Config{Service: f.service, Exchange: f.exchange(), Retry: &f.policy,
+				InboxRetention: tt.retention}, f.tr, handlers.WithDB(db))
+			must(t, err)
+			handlers.MustHandleTx(r, "charge", handlers.TxHandlerFunc[OrderPlaced](chargeTx))
+			f.run(r)
+			must(t, r.Emitter().Emit(context.Background(), OrderPlaced{OrderID: "9", Amount: 10}))
+			await(t, "handled", func() bool { return r.Stats().Handled == 1 })
+			inbox := func() int {
+				var n int
+				must(t, db.SQL().QueryRow(`SELECT COUNT(*) FROM troupe_inbox`).Scan(&n))
+				return n
+			}
+			if tt.wantKept {
+				time.Sleep(100 * time.Millisecond) // several pruning rounds of a short retention
+				if n := inbox(); n != 1 {
+					t.Fatalf("%d inbox keys, want the 1 kept", n)
+				}
+				return
+			}
+			await(t, "the inbox key pruned", func() bool { return inbox() == 0 })
+		})
 	}
 }

@@ -381,3 +381,39 @@ func (db *DB) Record(ctx context.Context, consumer, key string) error {
 		return err
 	})
 }
+
+// pruneChunk is how many inbox rows one transaction of PruneInbox deletes.
+const pruneChunk = 1000
+
+// PruneInbox deletes the inbox rows of the messages handled before before,
+// oldest first, pruneChunk rows per transaction so that other writers are
+// not held up, and returns how many it deleted. A message redelivered after
+// its row is gone is handled again: the inbox deduplicates within its
+// retention only (handlers.Config.InboxRetention). Safe for concurrent use.
+func (db *DB) PruneInbox(ctx context.Context, before time.Time) (int64, error) {
+	row := "rowid"
+	if db.dialect == Postgres {
+		row = "ctid"
+	}
+	q := `DELETE FROM troupe_inbox WHERE ` + row + ` IN (
+		SELECT ` + row + ` FROM troupe_inbox WHERE handled_at < ? ORDER BY handled_at LIMIT ?)`
+	var total int64
+	for {
+		var n int64
+		err := db.InTx(ctx, func(tx *Tx) error {
+			res, err := tx.Exec(ctx, q, before.UTC(), pruneChunk)
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("outbox: prune inbox: %w", err)
+		}
+		total += n
+		if n < pruneChunk {
+			return total, nil
+		}
+	}
+}

@@ -69,6 +69,14 @@ var migrations = []Migration{
 		SQLite:   []string{`CREATE INDEX troupe_outbox_unpublished ON troupe_outbox (id) WHERE published_at IS NULL`},
 		Postgres: []string{`CREATE INDEX troupe_outbox_unpublished ON troupe_outbox (id) WHERE published_at IS NULL`},
 	},
+	{
+		// PruneInbox deletes the oldest rows first. The key only grows, so
+		// a transaction's entry lands on the index's last page, which the
+		// transactions of one SQLite group commit share.
+		Version:  4,
+		SQLite:   []string{`CREATE INDEX troupe_inbox_handled_at ON troupe_inbox (handled_at)`},
+		Postgres: []string{`CREATE INDEX troupe_inbox_handled_at ON troupe_inbox (handled_at)`},
+	},
 }
 
 // migrationLock is the PostgreSQL advisory lock key that serializes

@@ -7,9 +7,11 @@ package outboxtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/troupehq/troupe/outbox"
 )
@@ -29,6 +31,7 @@ func Run(t *testing.T, newURL NewURL) {
 		{"RolledBackClaimIsForgotten", testRollback},
 		{"ConcurrentClaimsOneWinner", testConcurrentClaims},
 		{"SeenAndRecord", testSeenRecord},
+		{"PruneInboxOldestFirst", testPruneInbox},
 		{"RollbackPublishesNothingCommitPublishes", testAtomicity},
 		{"OrderPerKeyWithConcurrentWriters", testOrderingConcurrentWriters},
 		{"RelayRestartMidBatch", testRestartMidBatch},
@@ -165,6 +168,44 @@ func testSeenRecord(t *testing.T, url string) {
 	}
 	if !mustSeen(t, db, "c", "k") {
 		t.Fatal("not seen after record")
+	}
+}
+
+// testPruneInbox: PruneInbox deletes the keys handled before its cutoff,
+// across several chunks, and keeps the later ones.
+func testPruneInbox(t *testing.T, url string) {
+	db := open(t, url)
+	ctx := context.Background()
+	const old = 2500 // more than one chunk
+	err := db.InTx(ctx, func(tx *outbox.Tx) error {
+		for i := range old {
+			if _, err := tx.Claim(ctx, "c", fmt.Sprintf("old-%d", i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cutoff := time.Now()
+	for !time.Now().After(cutoff) { // the next key is handled after the cutoff
+	}
+	if err := db.Record(ctx, "c", "new"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := db.PruneInbox(ctx, cutoff)
+	if err != nil || n != old {
+		t.Fatalf("PruneInbox: %d, %v; want %d", n, err, old)
+	}
+	if mustSeen(t, db, "c", "old-0") || mustSeen(t, db, "c", fmt.Sprintf("old-%d", old-1)) {
+		t.Error("a key handled before the cutoff is still in the inbox")
+	}
+	if !mustSeen(t, db, "c", "new") {
+		t.Error("the key handled after the cutoff was pruned")
+	}
+	if n, err := db.PruneInbox(ctx, cutoff); err != nil || n != 0 {
+		t.Errorf("second PruneInbox: %d, %v; want 0", n, err)
 	}
 }
 
