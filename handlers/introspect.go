@@ -3,6 +3,8 @@ package handlers
 import (
 	"slices"
 	"strings"
+
+	"github.com/troupehq/troupe/transport/bus"
 )
 
 // HandlerInfo describes one registered handler: what the router consumes.
@@ -46,4 +48,18 @@ func (r *Router) record(reg registration) {
 	r.regs = append(r.regs, HandlerInfo{
 		Service: r.cfg.Service, Name: reg.name, Queue: reg.queue, Events: []string{reg.event}, Tx: reg.tx,
 	})
+}
+
+// Topology returns the bus topology of the handlers registered so far:
+// each handler's work queue, bound to its events, with the retry queues of
+// the router's policy — what Run declares. A process that publishes before
+// this service consumes (the broker drops an event no queue is bound for)
+// declares it ahead with transport.Transport.Declare; declaring twice is
+// harmless. Safe for concurrent use.
+func (r *Router) Topology() bus.Topology {
+	t := bus.Topology{Exchange: r.cfg.Exchange}
+	for _, h := range r.Handlers() {
+		t.Queues = append(t.Queues, bus.Queue{Name: h.Queue, Events: h.Events, RetryDelays: slices.Clone(r.retry.Delays)})
+	}
+	return t
 }

@@ -110,6 +110,14 @@ func (t *Tracker) Queue() string { return t.queue }
 // Running is closed once the tracker consumes every event it follows.
 func (t *Tracker) Running() <-chan struct{} { return t.ready }
 
+// Topology returns the tracker's queue bound to every event it records —
+// what Run declares — for a process that publishes before the tracker
+// runs to declare ahead (see handlers.Router.Topology). Safe for
+// concurrent use.
+func (t *Tracker) Topology() bus.Topology {
+	return bus.Topology{Exchange: t.cfg.Exchange, Queues: []bus.Queue{{Name: t.queue, Events: t.events()}}}
+}
+
 // events are the routing keys the tracker's queue is bound to.
 func (t *Tracker) events() []string {
 	return append(t.s.Events(), handlers.DeadLetteredEvent)

@@ -127,6 +127,9 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if err := declareTopology(ctx, cfg); err != nil {
+		return nil, err
+	}
 	s := &Stack{dbs: map[string]*outbox.DB{}, failed: make(chan struct{}), busURL: cfg.BusURL, queuePrefix: cfg.QueuePrefix}
 	s.runCtx, s.cancel = context.WithCancel(context.Background())
 	for _, name := range cfg.Services {
