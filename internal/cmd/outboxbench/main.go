@@ -136,6 +136,9 @@ type system struct {
 	settled func(n int, timeout time.Duration)
 }
 
+// relayBatch is the Troupe relays' RelayConfig.BatchSize (-relay-batch).
+var relayBatch int
+
 // opener sets a system up on a fresh database, publishing through pub.
 type opener func(ctx context.Context, pub message.Publisher) (*system, error)
 
@@ -149,6 +152,7 @@ func main() {
 	verbose := flag.Bool("v", false, "log the relay's and the forwarder's warnings and errors to stderr")
 	rounds := flag.Int("rounds", 1, "interleaved rounds: each runs every mode on every system (fresh tables); ratios are taken within a round and their median printed")
 	modes := flag.String("modes", "throughput,drain,moderate", "comma-separated modes to run")
+	flag.IntVar(&relayBatch, "relay-batch", 0, "the Troupe relays' RelayConfig.BatchSize (0: its default)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (writers, relays, forwarders) to this file")
 	flag.Parse()
 	stopProfile, err := cpuprofile.Start(*cpuProfile)
@@ -522,7 +526,7 @@ func openTroupe(ctx context.Context, dbURL string, drop func(), pub message.Publ
 		}
 		return nil, err
 	}
-	relay := outbox.NewRelay(db, pub, outbox.RelayConfig{}, logger)
+	relay := outbox.NewRelay(db, pub, outbox.RelayConfig{BatchSize: relayBatch}, logger)
 	rctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	var started atomic.Bool
