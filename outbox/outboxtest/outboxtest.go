@@ -34,6 +34,7 @@ func Run(t *testing.T, newURL NewURL) {
 		{"RelayRestartMidBatch", testRestartMidBatch},
 		{"SeveralRelaysNeverPublishARowTwiceAtOnce", testSeveralRelays},
 		{"RefusedRowRetriedWithoutBlockingOtherKeys", testRefusedRowDoesNotBlockOtherKeys},
+		{"BacklogInOrderDespiteRefusals", testBacklogInOrderDespiteRefusals},
 		{"RelayWokenAtCommit", testWokenAtCommit},
 	}
 	for _, c := range cases {
