@@ -130,12 +130,6 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.db.dialect == Postgres {
 		wg.Go(func() { r.listen(ctx, remote) })
 	}
-	var pipe pipeline
-	defer pipe.wg.Wait()
-	pass := r.Pass
-	if r.db.dialect == Postgres {
-		pass = func(ctx context.Context) (int, error) { return r.passPipelined(ctx, &pipe) }
-	}
 	backoff := r.cfg.RetryInitial
 	for {
 		local := r.db.changed.wait() // before the pass, so no commit is missed
@@ -143,7 +137,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-remote: // a commit notified before this pass: the pass sees it
 		default:
 		}
-		n, err := pass(ctx)
+		n, err := r.Pass(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -257,112 +251,38 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 	return len(rows), nil
 }
 
-// passLocked is a pass on PostgreSQL: claimLocked, then finishLocked.
+// passLocked is a pass on PostgreSQL. One transaction locks the batch
+// (FOR UPDATE SKIP LOCKED), holds the locks while the rows are published,
+// then deletes (or marks) them and commits. A relay claiming meanwhile
+// skips the locked heads, and with them their keys; a relay that dies
+// loses its connection and with it its locks, so its rows are free at
+// once, and those it had published are published again.
 func (r *Relay) passLocked(ctx context.Context) (int, error) {
-	b, err := r.claimLocked(ctx)
-	if err != nil || b == nil {
-		return 0, err
-	}
-	return len(b.rows), r.finishLocked(ctx, b)
-}
-
-// lockedBatch is a batch claimed on PostgreSQL, held by the row locks of
-// its pass's transaction until finishLocked ends it.
-type lockedBatch struct {
-	// tctx bounds the transaction (Lease); it outlives the Run's ctx, to
-	// settle what the broker confirmed. It lives as long as the pass.
-	tctx   context.Context
-	cancel context.CancelFunc
-	tx     *sql.Tx
-	rows   []row
-}
-
-// claimLocked begins a pass's transaction and locks a batch in it
-// (lockBatch). A relay claiming meanwhile skips the locked heads, and with
-// them their keys; a relay that dies loses its connection and with it its
-// locks, so its rows are free at once, and those it had published are
-// published again. It returns nil, and no transaction, when no row is
-// free.
-func (r *Relay) claimLocked(ctx context.Context) (*lockedBatch, error) {
+	// The transaction outlives ctx, to settle what the broker confirmed.
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Lease)
+	defer cancel()
 	tx, err := r.db.db.BeginTx(tctx, nil)
 	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("outbox: claim: %w", err)
+		return 0, fmt.Errorf("outbox: claim: %w", err)
 	}
+	defer func() { _ = tx.Rollback() }() // after Commit: sql.ErrTxDone, ignored
 	rows, err := r.lockBatch(ctx, tx)
 	if err != nil || len(rows) == 0 {
-		_ = tx.Rollback()
-		cancel()
-		return nil, err
+		return 0, err
 	}
 	r.claims.Add(1)
-	return &lockedBatch{tctx: tctx, cancel: cancel, tx: tx, rows: rows}, nil
-}
-
-// finishLocked publishes a claimed batch, then deletes (or marks) its
-// rows and commits, which releases the locks. It ends b's transaction
-// whatever happens.
-func (r *Relay) finishLocked(ctx context.Context, b *lockedBatch) error {
-	defer b.cancel()
-	defer func() { _ = b.tx.Rollback() }() // after Commit: sql.ErrTxDone, ignored
-	done, failures := r.publishUnlessStopped(ctx, b.rows)
-	sctx, scancel := context.WithTimeout(b.tctx, settleTimeout)
+	done, failures := r.publishUnlessStopped(ctx, rows)
+	sctx, scancel := context.WithTimeout(tctx, settleTimeout)
 	defer scancel()
-	stmts, delays := r.settlement(b.rows, done, failures, locked)
-	if err := execAll(sctx, b.tx, r.db, stmts); err != nil {
-		return fmt.Errorf("outbox: settle: %w", err)
+	stmts, delays := r.settlement(rows, done, failures, locked)
+	if err := execAll(sctx, tx, r.db, stmts); err != nil {
+		return len(rows), fmt.Errorf("outbox: settle: %w", err)
 	}
-	if err := b.tx.Commit(); err != nil {
-		return fmt.Errorf("outbox: settle: %w", err)
+	if err := tx.Commit(); err != nil {
+		return len(rows), fmt.Errorf("outbox: settle: %w", err)
 	}
 	r.settled(ctx, done, failures, delays)
-	return nil
-}
-
-// pipeline overlaps a relay's passes on PostgreSQL while a backlog lasts:
-// a full batch is published and settled in the background while the next
-// one is claimed, so a pass costs the longer of the two (claiming, or
-// waiting for the broker's confirms) instead of their sum. At most one
-// batch is finishing while one is claimed. When a batch is not full there
-// is no backlog: it is finished before the pass returns, so that with
-// writers committing a trickle the relay does no more work than one pass
-// at a time (overlapping then only competes with the writers for CPU).
-// Used by Run's goroutine only.
-type pipeline struct {
-	wg sync.WaitGroup
-	// finishing reports the outcome of the batch finishing in the
-	// background; nil when none is.
-	finishing chan error
-}
-
-// wait waits for the batch finishing in the background, if any, and
-// returns its error.
-func (p *pipeline) wait() error {
-	if p.finishing == nil {
-		return nil
-	}
-	err := <-p.finishing
-	p.finishing = nil
-	return err
-}
-
-// passPipelined is Run's pass on PostgreSQL: it claims a batch while the
-// previous full one finishes (see pipeline), and returns the number
-// claimed.
-func (r *Relay) passPipelined(ctx context.Context, p *pipeline) (int, error) {
-	b, err := r.claimLocked(ctx)
-	prevErr := p.wait()
-	if err != nil || b == nil {
-		return 0, errors.Join(prevErr, err)
-	}
-	if len(b.rows) < r.cfg.BatchSize || prevErr != nil {
-		return len(b.rows), errors.Join(prevErr, r.finishLocked(ctx, b))
-	}
-	done := make(chan error, 1)
-	p.finishing = done
-	p.wg.Go(func() { done <- r.finishLocked(ctx, b) })
-	return len(b.rows), nil
+	return len(rows), nil
 }
 
 // lockBatch selects and locks, in tx, up to BatchSize rows whose ordering

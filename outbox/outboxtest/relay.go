@@ -351,8 +351,7 @@ func testSeveralRelays(t *testing.T, url string) {
 }
 
 // testBacklogInOrderDespiteRefusals has a relay run through a backlog of
-// many batches (on PostgreSQL a full batch publishes while the next is
-// claimed) while the broker refuses the first try of some rows: every row
+// many batches while the broker refuses the first try of some rows: every row
 // is published, and each key's rows first reach the broker in commit
 // order (a row published in a refused Publish call may be published again,
 // which is at-least-once).

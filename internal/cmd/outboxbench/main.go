@@ -152,6 +152,7 @@ func main() {
 	verbose := flag.Bool("v", false, "log the relay's and the forwarder's warnings and errors to stderr")
 	rounds := flag.Int("rounds", 1, "interleaved rounds: each runs every mode on every system (fresh tables); ratios are taken within a round and their median printed")
 	modes := flag.String("modes", "throughput,drain,moderate", "comma-separated modes to run")
+	bindQueue := flag.Bool("queue", false, "bind a durable queue to the exchange (persistent messages are then written to RabbitMQ's disk before it confirms); purged after each run")
 	flag.IntVar(&relayBatch, "relay-batch", 0, "the Troupe relays' RelayConfig.BatchSize (0: its default)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (writers, relays, forwarders) to this file")
 	flag.Parse()
@@ -185,6 +186,15 @@ func main() {
 	defer os.RemoveAll(tmp)
 	exchange := fmt.Sprintf("obench.%d", time.Now().UnixNano())
 	defer deleteExchange(amqpURL, exchange)
+	queue := ""
+	if *bindQueue {
+		queue = exchange + ".q"
+		if err := declareQueue(amqpURL, exchange, queue); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer deleteQueue(amqpURL, queue)
+	}
 
 	want := func(name string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), name) }
 	var systems []namedSystem
@@ -265,6 +275,11 @@ func main() {
 					failed = true
 					break
 				}
+				if queue != "" {
+					if err := purgeQueue(amqpURL, queue); err != nil {
+						fmt.Fprintf(os.Stderr, "purge %s: %v\n", queue, err)
+					}
+				}
 				r.round, r.store, r.mode = rn, s.name, m.name
 				fmt.Fprintf(os.Stderr, "%.0f events/s (writers %.0f tx/s), p50 %v, p99 %v, max backlog %d, drain %v; %s\n",
 					r.rate(), r.commitRate(), round(r.p50), round(r.p99), r.maxBacklog, round(r.drain), r.note)
@@ -273,7 +288,7 @@ func main() {
 		}
 		printRoundRatios(os.Stderr, results, rn)
 	}
-	printTable(os.Stdout, results, *writers, *every, *fwdPoll)
+	printTable(os.Stdout, results, *writers, *every, *fwdPoll, queue != "")
 	if failed {
 		os.Exit(1)
 	}
@@ -683,6 +698,51 @@ func openForwarder(ctx context.Context, baseURL string, poll time.Duration, pub 
 			drop()
 		},
 	}, nil
+}
+
+// declareQueue declares the exchange (as the publisher does) and a durable
+// queue bound to it for every topic.
+func declareQueue(amqpURL, exchange, queue string) error {
+	return withChannel(amqpURL, func(ch *amqp091.Channel) error {
+		d := bus.Topology{Exchange: exchange}.ExchangeDecl()
+		if err := ch.ExchangeDeclare(d.Name, d.Kind, d.Durable, false, false, false, nil); err != nil {
+			return fmt.Errorf("declare exchange %s: %w", exchange, err)
+		}
+		if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+			return fmt.Errorf("declare queue %s: %w", queue, err)
+		}
+		if err := ch.QueueBind(queue, "#", exchange, false, nil); err != nil {
+			return fmt.Errorf("bind queue %s: %w", queue, err)
+		}
+		return nil
+	})
+}
+
+func purgeQueue(amqpURL, queue string) error {
+	return withChannel(amqpURL, func(ch *amqp091.Channel) error {
+		_, err := ch.QueuePurge(queue, false)
+		return err
+	})
+}
+
+func deleteQueue(amqpURL, queue string) {
+	_ = withChannel(amqpURL, func(ch *amqp091.Channel) error {
+		_, err := ch.QueueDelete(queue, false, false, false)
+		return err
+	})
+}
+
+func withChannel(amqpURL string, f func(ch *amqp091.Channel) error) error {
+	conn, err := amqp091.Dial(amqpURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	return f(ch)
 }
 
 func deleteExchange(amqpURL, name string) {

@@ -73,8 +73,12 @@ func printRoundRatios(w io.Writer, rs []result, round int) {
 
 // printTable prints every run, the median per store and mode, and the
 // ratios per round with their medians, as Markdown.
-func printTable(w io.Writer, rs []result, writers int, every, fwdPoll time.Duration) {
-	fmt.Fprintf(w, "\nOne order row + one 1 KiB event per transaction, relayed to RabbitMQ with confirms (persistent, exchange without queues).\n")
+func printTable(w io.Writer, rs []result, writers int, every, fwdPoll time.Duration, queued bool) {
+	where := "exchange without queues"
+	if queued {
+		where = "one durable queue bound, purged after each run"
+	}
+	fmt.Fprintf(w, "\nOne order row + one 1 KiB event per transaction, relayed to RabbitMQ with confirms (persistent, %s).\n", where)
 	fmt.Fprintf(w, "throughput: %d writers as fast as they go, relay running; drain: the same events committed first, then the relay (or forwarder) started and timed alone; moderate: 1 writer, one commit every %v.\n", writers, every)
 	fmt.Fprintf(w, "Latency: commit returned -> publish confirmed. events/s: N / (first commit -> last confirmed publish); drain: N / (relay start -> last confirmed publish).\n")
 	if fwdPoll > 0 {
