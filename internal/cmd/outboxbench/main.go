@@ -50,7 +50,8 @@
 // throughput at small -n depends on that phase (a larger -n dilutes it).
 // An exchange without queues makes RabbitMQ confirm at once, which favours
 // the forwarder, which publishes one message at a time and waits for each
-// confirm; with durable queues bound, confirms wait for the disk.
+// confirm; with durable queues bound, confirms wait for the disk (-queue
+// binds one, purged after each run).
 //
 // Rounds. This machine is shared and noisy, so one run settles no ratio:
 // -rounds R runs every mode (-modes) on every system R times, interleaved
