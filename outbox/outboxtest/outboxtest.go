@@ -37,6 +37,7 @@ func Run(t *testing.T, newURL NewURL) {
 		{"RelayRestartMidBatch", testRestartMidBatch},
 		{"SeveralRelaysNeverPublishARowTwiceAtOnce", testSeveralRelays},
 		{"RefusedRowRetriedWithoutBlockingOtherKeys", testRefusedRowDoesNotBlockOtherKeys},
+		{"BacklogInOrderDespiteRefusals", testBacklogInOrderDespiteRefusals},
 		{"RelayWokenAtCommit", testWokenAtCommit},
 	}
 	for _, c := range cases {

@@ -50,10 +50,18 @@
 // throughput at small -n depends on that phase (a larger -n dilutes it).
 // An exchange without queues makes RabbitMQ confirm at once, which favours
 // the forwarder, which publishes one message at a time and waits for each
-// confirm; with durable queues bound, confirms wait for the disk. Run it
-// with the servers up:
+// confirm; with durable queues bound, confirms wait for the disk (-queue
+// binds one, purged after each run).
 //
-//	scripts/with-servers.sh go run ./internal/cmd/outboxbench -n 5000
+// Rounds. This machine is shared and noisy, so one run settles no ratio:
+// -rounds R runs every mode (-modes) on every system R times, interleaved
+// (in each round, each mode runs on every system back to back, a fresh
+// database each time, the order reversed every other round), prints each
+// run as it ends and each round's ratios, then the table of every run, the
+// median per system and mode, and the ratios per round with their median.
+// Run it with the servers up:
+//
+//	scripts/with-servers.sh go run ./internal/cmd/outboxbench -n 5000 -rounds 5
 package main
 
 import (
@@ -63,7 +71,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -96,6 +103,7 @@ const (
 )
 
 type result struct {
+	round       int
 	store, mode string
 	n           int
 	elapsed     time.Duration // first commit -> last confirmed publish (drain mode: relay start -> last publish)
@@ -129,6 +137,9 @@ type system struct {
 	settled func(n int, timeout time.Duration)
 }
 
+// relayBatch is the Troupe relays' RelayConfig.BatchSize (-relay-batch).
+var relayBatch int
+
 // opener sets a system up on a fresh database, publishing through pub.
 type opener func(ctx context.Context, pub message.Publisher) (*system, error)
 
@@ -140,6 +151,10 @@ func main() {
 	fwdPoll := flag.Duration("fwd-poll", 10*time.Millisecond, "poll interval of the extra tuned forwarder run (0 skips it; the main forwarder run keeps watermill-sql's default, 1 s)")
 	only := flag.String("only", "", "comma-separated subset of stores (troupe-sqlite,troupe-postgres,forwarder-postgres,forwarder-postgres-tuned)")
 	verbose := flag.Bool("v", false, "log the relay's and the forwarder's warnings and errors to stderr")
+	rounds := flag.Int("rounds", 1, "interleaved rounds: each runs every mode on every system (fresh tables); ratios are taken within a round and their median printed")
+	modes := flag.String("modes", "throughput,drain,moderate", "comma-separated modes to run")
+	bindQueue := flag.Bool("queue", false, "bind a durable queue to the exchange (persistent messages are then written to RabbitMQ's disk before it confirms); purged after each run")
+	flag.IntVar(&relayBatch, "relay-batch", 0, "the Troupe relays' RelayConfig.BatchSize (0: its default)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (writers, relays, forwarders) to this file")
 	flag.Parse()
 	stopProfile, err := cpuprofile.Start(*cpuProfile)
@@ -172,61 +187,118 @@ func main() {
 	defer os.RemoveAll(tmp)
 	exchange := fmt.Sprintf("obench.%d", time.Now().UnixNano())
 	defer deleteExchange(amqpURL, exchange)
+	queue := ""
+	if *bindQueue {
+		queue = exchange + ".q"
+		if err := declareQueue(amqpURL, exchange, queue); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer deleteQueue(amqpURL, queue)
+	}
 
 	want := func(name string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), name) }
-	var results []result
-	failed := false
-	run := func(store, mode string, count, w int, every time.Duration, drain bool, open opener) {
-		if failed || count <= 0 {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "%-26s %-10s %d events, %d writer(s) ... ", store, mode, count, w)
-		r, err := runCase(amqpURL, exchange, open, count, w, every, drain)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "FAILED: %v\n", err)
-			failed = true
-			return
-		}
-		r.store, r.mode = store, mode
-		fmt.Fprintf(os.Stderr, "%.0f events/s (writers %.0f tx/s), p50 %v, p99 %v, max backlog %d, drain %v; %s\n",
-			r.rate(), r.commitRate(), round(r.p50), round(r.p99), r.maxBacklog, round(r.drain), r.note)
-		results = append(results, r)
-	}
-	both := func(store string, open opener) {
-		if !want(store) {
-			return
-		}
-		run(store, "throughput", *n, *writers, 0, false, open)
-		run(store, "drain", *n, *writers, 0, true, open)
-		run(store, "moderate", *moderateN, 1, *every, false, open)
-	}
-
+	var systems []namedSystem
 	n0 := 0
-	both("troupe-sqlite", func(ctx context.Context, pub message.Publisher) (*system, error) {
-		n0++
-		return openTroupe(ctx, "sqlite:"+filepath.Join(tmp, fmt.Sprintf("bench%d.db", n0)), nil, pub, logger)
-	})
-	if pgURL != "" {
-		both("troupe-postgres", func(ctx context.Context, pub message.Publisher) (*system, error) {
+	if want("troupe-postgres") && pgURL != "" {
+		systems = append(systems, namedSystem{"troupe-postgres", func(ctx context.Context, pub message.Publisher) (*system, error) {
 			dbURL, drop, err := pgdb.Fresh(ctx, pgURL, "bench")
 			if err != nil {
 				return nil, err
 			}
 			return openTroupe(ctx, dbURL, drop, pub, logger)
-		})
-		both("forwarder-postgres", func(ctx context.Context, pub message.Publisher) (*system, error) {
+		}})
+	}
+	if want("forwarder-postgres-tuned") && pgURL != "" && *fwdPoll > 0 {
+		systems = append(systems, namedSystem{"forwarder-postgres-tuned", func(ctx context.Context, pub message.Publisher) (*system, error) {
+			return openForwarder(ctx, pgURL, *fwdPoll, pub, wmLogger)
+		}})
+	}
+	if want("troupe-sqlite") {
+		systems = append(systems, namedSystem{"troupe-sqlite", func(ctx context.Context, pub message.Publisher) (*system, error) {
+			n0++
+			return openTroupe(ctx, "sqlite:"+filepath.Join(tmp, fmt.Sprintf("bench%d.db", n0)), nil, pub, logger)
+		}})
+	}
+	if want("forwarder-postgres") && pgURL != "" {
+		systems = append(systems, namedSystem{"forwarder-postgres", func(ctx context.Context, pub message.Publisher) (*system, error) {
 			return openForwarder(ctx, pgURL, 0, pub, wmLogger)
-		})
-		if *fwdPoll > 0 {
-			both("forwarder-postgres-tuned", func(ctx context.Context, pub message.Publisher) (*system, error) {
-				return openForwarder(ctx, pgURL, *fwdPoll, pub, wmLogger)
-			})
+		}})
+	}
+	type modeSpec struct {
+		name     string
+		count, w int
+		every    time.Duration
+		drain    bool
+	}
+	var modeSpecs []modeSpec
+	for _, m := range strings.Split(*modes, ",") {
+		switch m {
+		case "throughput":
+			modeSpecs = append(modeSpecs, modeSpec{m, *n, *writers, 0, false})
+		case "drain":
+			modeSpecs = append(modeSpecs, modeSpec{m, *n, *writers, 0, true})
+		case "moderate":
+			if *moderateN > 0 {
+				modeSpecs = append(modeSpecs, modeSpec{m, *moderateN, 1, *every, false})
+			}
+		default:
+			fmt.Fprintf(os.Stderr, "unknown mode %q in -modes: want throughput, drain or moderate\n", m)
+			os.Exit(2)
 		}
 	}
-	printTable(os.Stdout, results, *writers, *every, *fwdPoll)
+	if *rounds < 1 {
+		fmt.Fprintln(os.Stderr, "-rounds must be at least 1")
+		os.Exit(2)
+	}
+
+	var results []result
+	failed := false
+	// Rounds interleave the systems: in each round every mode runs on
+	// every system back to back (a fresh database each time), the order
+	// reversed every other round, so that a slow moment of this shared
+	// machine falls on all of them alike, and the ratio of two systems is
+	// taken within a round.
+	for rn := 1; rn <= *rounds && !failed; rn++ {
+		order := slices.Clone(systems)
+		if rn%2 == 0 {
+			slices.Reverse(order)
+		}
+		for _, m := range modeSpecs {
+			for _, s := range order {
+				if failed {
+					break
+				}
+				fmt.Fprintf(os.Stderr, "round %d/%d %-26s %-10s %d events, %d writer(s) ... ", rn, *rounds, s.name, m.name, m.count, m.w)
+				r, err := runCase(amqpURL, exchange, s.open, m.count, m.w, m.every, m.drain)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "FAILED: %v\n", err)
+					failed = true
+					break
+				}
+				if queue != "" {
+					if err := purgeQueue(amqpURL, queue); err != nil {
+						fmt.Fprintf(os.Stderr, "purge %s: %v\n", queue, err)
+					}
+				}
+				r.round, r.store, r.mode = rn, s.name, m.name
+				fmt.Fprintf(os.Stderr, "%.0f events/s (writers %.0f tx/s), p50 %v, p99 %v, max backlog %d, drain %v; %s\n",
+					r.rate(), r.commitRate(), round(r.p50), round(r.p99), r.maxBacklog, round(r.drain), r.note)
+				results = append(results, r)
+			}
+		}
+		printRoundRatios(os.Stderr, results, rn)
+	}
+	printTable(os.Stdout, results, *writers, *every, *fwdPoll, queue != "")
 	if failed {
 		os.Exit(1)
 	}
+}
+
+// namedSystem is a system under test and how to open it.
+type namedSystem struct {
+	name string
+	open opener
 }
 
 // runCase runs one workload on a system opened for it and measures it.
@@ -470,7 +542,7 @@ func openTroupe(ctx context.Context, dbURL string, drop func(), pub message.Publ
 		}
 		return nil, err
 	}
-	relay := outbox.NewRelay(db, pub, outbox.RelayConfig{}, logger)
+	relay := outbox.NewRelay(db, pub, outbox.RelayConfig{BatchSize: relayBatch}, logger)
 	rctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	var started atomic.Bool
@@ -629,6 +701,51 @@ func openForwarder(ctx context.Context, baseURL string, poll time.Duration, pub 
 	}, nil
 }
 
+// declareQueue declares the exchange (as the publisher does) and a durable
+// queue bound to it for every topic.
+func declareQueue(amqpURL, exchange, queue string) error {
+	return withChannel(amqpURL, func(ch *amqp091.Channel) error {
+		d := bus.Topology{Exchange: exchange}.ExchangeDecl()
+		if err := ch.ExchangeDeclare(d.Name, d.Kind, d.Durable, false, false, false, nil); err != nil {
+			return fmt.Errorf("declare exchange %s: %w", exchange, err)
+		}
+		if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+			return fmt.Errorf("declare queue %s: %w", queue, err)
+		}
+		if err := ch.QueueBind(queue, "#", exchange, false, nil); err != nil {
+			return fmt.Errorf("bind queue %s: %w", queue, err)
+		}
+		return nil
+	})
+}
+
+func purgeQueue(amqpURL, queue string) error {
+	return withChannel(amqpURL, func(ch *amqp091.Channel) error {
+		_, err := ch.QueuePurge(queue, false)
+		return err
+	})
+}
+
+func deleteQueue(amqpURL, queue string) {
+	_ = withChannel(amqpURL, func(ch *amqp091.Channel) error {
+		_, err := ch.QueueDelete(queue, false, false, false)
+		return err
+	})
+}
+
+func withChannel(amqpURL string, f func(ch *amqp091.Channel) error) error {
+	conn, err := amqp091.Dial(amqpURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	return f(ch)
+}
+
 func deleteExchange(amqpURL, name string) {
 	conn, err := amqp091.Dial(amqpURL)
 	if err != nil {
@@ -648,53 +765,4 @@ func round(d time.Duration) time.Duration {
 		return d.Round(10 * time.Microsecond)
 	}
 	return d.Round(time.Microsecond)
-}
-
-func printTable(w io.Writer, rs []result, writers int, every, fwdPoll time.Duration) {
-	fmt.Fprintf(w, "\nOne order row + one 1 KiB event per transaction, relayed to RabbitMQ with confirms (persistent, exchange without queues).\n")
-	fmt.Fprintf(w, "throughput: %d writers as fast as they go, relay running; drain: the same events committed first, then the relay (or forwarder) started and timed alone; moderate: 1 writer, one commit every %v.\n", writers, every)
-	fmt.Fprintf(w, "Latency: commit returned -> publish confirmed. events/s: N / (first commit -> last confirmed publish).\n")
-	if fwdPoll > 0 {
-		fmt.Fprintf(w, "forwarder-postgres: watermill-sql subscriber defaults (poll 1 s); forwarder-postgres-tuned: poll %v.\n", fwdPoll)
-	}
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| store | mode | events | events/s | p50 | p99 | writers' tx/s | max backlog | drain |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
-	for _, r := range rs {
-		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %v | %v | %.0f | %d | %v |\n",
-			r.store, r.mode, r.n, r.rate(), round(r.p50), round(r.p99), r.commitRate(), r.maxBacklog, round(r.drain))
-	}
-	get := func(store, mode string) (result, bool) {
-		for _, r := range rs {
-			if r.store == store && r.mode == mode {
-				return r, true
-			}
-		}
-		return result{}, false
-	}
-	ratio := func(a, b string) {
-		for _, mode := range []string{"throughput", "drain"} {
-			ra, okA := get(a, mode)
-			rb, okB := get(b, mode)
-			if okA && okB {
-				fmt.Fprintf(w, "\n%s / %s %s: %.2fx", a, b, mode, ra.rate()/rb.rate())
-			}
-		}
-	}
-	ratio("troupe-postgres", "forwarder-postgres")
-	ratio("troupe-sqlite", "forwarder-postgres")
-	ratio("troupe-postgres", "forwarder-postgres-tuned")
-	ratio("troupe-sqlite", "forwarder-postgres-tuned")
-	for _, peer := range []string{"forwarder-postgres", "forwarder-postgres-tuned"} {
-		rb, ok := get(peer, "moderate")
-		if !ok {
-			continue
-		}
-		for _, s := range []string{"troupe-postgres", "troupe-sqlite"} {
-			if ra, ok := get(s, "moderate"); ok {
-				fmt.Fprintf(w, "\nmoderate p50 %s / %s: %v / %v", s, peer, round(ra.p50), round(rb.p50))
-			}
-		}
-	}
-	fmt.Fprintln(w)
 }
