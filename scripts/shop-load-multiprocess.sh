@@ -6,8 +6,8 @@
 # Builds the shop binary, creates a fresh PostgreSQL database per service (order,
 # payment, inventory, notify, saga-tracker), starts payment, inventory, notify and the
 # saga tracker as processes on RabbitMQ (their own exchange and queue prefix), each
-# waited for until its /healthz answers 200, then the order service last (its
-# order.placed must find the others' queues bound), and runs `shop load` against the
+# waited for until its /healthz answers 200, then the order service (any order would do:
+# every service declares the whole checkout's queues), and runs `shop load` against the
 # order API with the books read from the services' databases and the saga tracker's
 # /sagas checked after the load (-sagas-url). ARGS go to `shop load` after the ones set
 # here (so they may override them). Always stops the processes and removes its files.
