@@ -77,6 +77,20 @@ var migrations = []Migration{
 		SQLite:   []string{`CREATE INDEX troupe_inbox_handled_at ON troupe_inbox (handled_at)`},
 		Postgres: []string{`CREATE INDEX troupe_inbox_handled_at ON troupe_inbox (handled_at)`},
 	},
+	{
+		// Relays in other processes are woken by a NOTIFY at commit. A
+		// statement trigger sends it from the server, which saves the
+		// writer a round trip per transaction (PostgreSQL folds the
+		// notifications of one transaction into one). SQLite: relays of
+		// other processes poll.
+		Version: 5,
+		Postgres: []string{
+			`CREATE FUNCTION troupe_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN PERFORM pg_notify('` + notifyChannel + `', ''); RETURN NULL; END $$`,
+			`CREATE TRIGGER troupe_outbox_notify AFTER INSERT ON troupe_outbox
+			FOR EACH STATEMENT EXECUTE FUNCTION troupe_outbox_notify()`,
+		},
+	},
 }
 
 // migrationLock is the PostgreSQL advisory lock key that serializes

@@ -31,12 +31,8 @@ func (tx *Tx) Add(ctx context.Context, topic, orderingKey string, msg *message.M
 		VALUES (?, ?, ?, ?, ?, ?)`, msg.UUID, topic, orderingKey, []byte(msg.Payload), string(md), time.Now().UTC()); err != nil {
 		return fmt.Errorf("outbox: add %s: %w", msg.UUID, err)
 	}
-	if tx.added == 0 && tx.db.dialect == Postgres {
-		// Delivered at commit, to relays listening in any process.
-		if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, notifyChannel); err != nil {
-			return fmt.Errorf("outbox: notify: %w", err)
-		}
-	}
+	// On PostgreSQL the insert's trigger notifies the relays listening in
+	// any process, at commit (migration 5).
 	tx.added++
 	return nil
 }

@@ -39,6 +39,7 @@ func Run(t *testing.T, newURL NewURL) {
 		{"RefusedRowRetriedWithoutBlockingOtherKeys", testRefusedRowDoesNotBlockOtherKeys},
 		{"BacklogInOrderDespiteRefusals", testBacklogInOrderDespiteRefusals},
 		{"RelayWokenAtCommit", testWokenAtCommit},
+		{"RelayWokenByAnotherProcessCommit", testWokenByOtherProcess},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -540,6 +540,37 @@ func (l *logRecorder) find(id string) []warning {
 	return out
 }
 
+// testWokenByOtherProcess: on PostgreSQL a relay is woken by the commit
+// of a writer in another process (here another DB handle, which shares
+// no in-process signal with the relay's), through LISTEN/NOTIFY.
+func testWokenByOtherProcess(t *testing.T, url string) {
+	db := open(t, url)
+	if db.Dialect() != outbox.Postgres {
+		t.Skip("SQLite: the relays of other processes poll (PollInterval)")
+	}
+	writer := open(t, url)
+	rec := &recorder{}
+	relay := outbox.NewRelay(db, rec, outbox.RelayConfig{PollInterval: time.Hour}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); _ = relay.Run(ctx) }()
+	var seq atomic.Int64
+	time.Sleep(300 * time.Millisecond) // the relay's first pass found nothing
+	// Commits until the relay publishes one: the first may come before its
+	// LISTEN is in place.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(rec.snapshot()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the relay was not woken by another process's commit (its poll interval is an hour)")
+		}
+		add(t, writer, "evt", "k", 1, &seq)
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}
+
 func testWokenAtCommit(t *testing.T, url string) {
 	db := open(t, url)
 	rec := &recorder{}
