@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -512,21 +513,57 @@ func (r *Router) chain(reg registration, h message.HandlerFunc, o handlerOptions
 	}
 	h = middleware.Recoverer(h)
 	if r.retry.Immediate > 0 {
-		h = middleware.Retry{
-			MaxRetries:          r.retry.Immediate,
-			InitialInterval:     r.retry.InitialInterval,
-			MaxInterval:         r.retry.MaxInterval,
-			Multiplier:          r.retry.Multiplier,
-			RandomizationFactor: r.retry.Jitter,
-			MaxElapsedTime:      r.retry.MaxElapsed,
-			ShouldRetry: func(p middleware.RetryParams) bool {
-				return !IsPermanent(p.Err) && !errors.Is(p.Err, errBudget) && !errors.Is(p.Err, errDuplicate)
-			},
-			OnRetryHook: func(int, time.Duration) {
-				r.retried.Add(1)
-				r.tel.Retries.Add(context.Background(), 1, reg.met.immediate)
-			},
-		}.Middleware(h)
+		h = r.immediate(reg, h)
 	}
 	return r.recoverability(reg, h)
+}
+
+// immediate is the in-process tier of the retry policy: after a transient
+// failure h runs again, up to Immediate more times, waiting
+// InitialInterval, then Multiplier times longer each time (at most
+// MaxInterval, each wait ± Jitter), while the waits end within MaxElapsed
+// of the first run. It is Troupe's rather than watermill's
+// middleware.Retry, which advances its backoff once more for each call of
+// its ShouldRetry and OnRetryHook (so the first retry came after 200 ms
+// instead of 100, and the second after a second instead of 200 ms) and
+// calls the hook from the second failure on.
+func (r *Router) immediate(reg registration, h message.HandlerFunc) message.HandlerFunc {
+	p := r.retry
+	return func(msg *message.Message) ([]*message.Message, error) {
+		ctx := msg.Context()
+		start := time.Now()
+		wait := p.InitialInterval
+		for retries := 0; ; retries++ {
+			out, err := h(msg)
+			if err == nil || retries == p.Immediate || IsPermanent(err) ||
+				errors.Is(err, errBudget) || errors.Is(err, errDuplicate) {
+				return out, err
+			}
+			d := jittered(wait, p.Jitter)
+			if p.MaxElapsed > 0 && time.Since(start)+d > p.MaxElapsed {
+				return out, err
+			}
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return out, err
+			case <-t.C:
+			}
+			r.retried.Add(1)
+			r.tel.Retries.Add(context.Background(), 1, reg.met.immediate)
+			wait = time.Duration(float64(wait) * p.Multiplier)
+			if p.MaxInterval > 0 {
+				wait = min(wait, p.MaxInterval)
+			}
+		}
+	}
+}
+
+// jittered spreads d uniformly over d ± factor·d.
+func jittered(d time.Duration, factor float64) time.Duration {
+	if factor <= 0 {
+		return d
+	}
+	return time.Duration(float64(d) * (1 + factor*(2*rand.Float64()-1)))
 }

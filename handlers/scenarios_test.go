@@ -443,3 +443,39 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestImmediateRetryWaits: the in-process retries wait InitialInterval,
+// then Multiplier times longer (watermill's Retry middleware, used before,
+// waited twice as long the first time and MaxInterval the second), and
+// each one is counted.
+func TestImmediateRetryWaits(t *testing.T) {
+	f := newFixture(t, "mem://handlers-retry-waits")
+	f.policy = handlers.RetryPolicy{Immediate: 2, InitialInterval: 300 * time.Millisecond, MaxInterval: 10 * time.Second,
+		Multiplier: 2, MaxElapsed: 10 * time.Second, Delays: []time.Duration{time.Second}}
+	r := f.router()
+	var mu sync.Mutex
+	var runs []time.Time
+	handlers.MustHandle(r, "charge", handlers.HandlerFunc[OrderPlaced](func(ctx context.Context, e OrderPlaced) error {
+		mu.Lock()
+		defer mu.Unlock()
+		runs = append(runs, time.Now())
+		if len(runs) < 3 {
+			return errors.New("gateway timeout")
+		}
+		return nil
+	}))
+	f.run(r)
+	must(t, r.Emitter().Emit(context.Background(), OrderPlaced{OrderID: "1"}))
+	await(t, "handled", func() bool { return r.Stats().Handled == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	first, second := runs[1].Sub(runs[0]), runs[2].Sub(runs[1])
+	// Lower bounds are the policy; the upper bounds leave 150 ms of
+	// scheduling and catch the doubled waits.
+	if first < 300*time.Millisecond || first > 450*time.Millisecond || second < 600*time.Millisecond || second > 750*time.Millisecond {
+		t.Errorf("waits %v then %v; want 300 ms then 600 ms", first, second)
+	}
+	if s := r.Stats(); s.Retried != 2 || s.Delayed != 0 {
+		t.Errorf("stats %+v, want 2 immediate retries", s)
+	}
+}
