@@ -24,8 +24,9 @@
 //     counted as a duplicate.
 //   - Decode: the payload is decoded with the Codec (JSON by default); a
 //     payload that does not decode is a DecodeError, which is permanent.
-//   - Immediate retries: watermill's Retry middleware, with exponential
-//     backoff and jitter (RetryPolicy.Immediate, InitialInterval, ...).
+//   - Immediate retries, in process, with exponential backoff and jitter
+//     (RetryPolicy.Immediate, InitialInterval, ...); Troupe's own loop:
+//     watermill's Retry middleware waits longer than its settings say.
 //     Panics become errors through watermill's Recoverer; WithTimeout adds
 //     watermill's Timeout.
 //   - Delayed redeliveries (written here: watermill has none): a message
