@@ -299,7 +299,10 @@ func (tx *Tx) stmt(ctx context.Context, query string) *sql.Stmt {
 // commit together (a group commit): f then runs under a savepoint of a
 // transaction it shares, which its error or panic rolls back alone, and
 // InTx returns once the shared transaction committed (a transaction begun
-// inside f waits for f's, and fails after 10 s). Safe for concurrent use.
+// inside f waits for f's, and fails after 10 s). f may run on the goroutine
+// of another caller of the group: it must not call runtime.Goexit (nor
+// testing's t.FailNow), which would end that goroutine. Safe for
+// concurrent use.
 func (db *DB) InTx(ctx context.Context, f func(tx *Tx) error) error {
 	if db.dialect == SQLite {
 		return db.inGroup(ctx, f)
