@@ -540,6 +540,33 @@ func (l *logRecorder) find(id string) []warning {
 	return out
 }
 
+// runIdleRelay runs a relay on db that polls only hourly, so that only a
+// wake-up makes it publish soon; it returns what the relay published and
+// stops it at the end of the test.
+func runIdleRelay(t *testing.T, db *outbox.DB) *recorder {
+	rec := &recorder{}
+	relay := outbox.NewRelay(db, rec, outbox.RelayConfig{PollInterval: time.Hour}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = relay.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return rec
+}
+
+// awaitPublished waits up to 20 s for the relay to publish, calling each
+// (which may commit more) between looks.
+func awaitPublished(t *testing.T, rec *recorder, every time.Duration, each func(), why string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(rec.snapshot()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal(why)
+		}
+		each()
+		time.Sleep(every)
+	}
+}
+
 // testWokenByOtherProcess: on PostgreSQL a relay is woken by the commit
 // of a writer in another process (here another DB handle, which shares
 // no in-process signal with the relay's), through LISTEN/NOTIFY.
@@ -549,46 +576,20 @@ func testWokenByOtherProcess(t *testing.T, url string) {
 		t.Skip("SQLite: the relays of other processes poll (PollInterval)")
 	}
 	writer := open(t, url)
-	rec := &recorder{}
-	relay := outbox.NewRelay(db, rec, outbox.RelayConfig{PollInterval: time.Hour}, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() { defer close(done); _ = relay.Run(ctx) }()
+	rec := runIdleRelay(t, db)
 	var seq atomic.Int64
 	time.Sleep(300 * time.Millisecond) // the relay's first pass found nothing
 	// Commits until the relay publishes one: the first may come before its
 	// LISTEN is in place.
-	deadline := time.Now().Add(20 * time.Second)
-	for len(rec.snapshot()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the relay was not woken by another process's commit (its poll interval is an hour)")
-		}
-		add(t, writer, "evt", "k", 1, &seq)
-		time.Sleep(100 * time.Millisecond)
-	}
-	cancel()
-	<-done
+	awaitPublished(t, rec, 100*time.Millisecond, func() { add(t, writer, "evt", "k", 1, &seq) },
+		"the relay was not woken by another process's commit (its poll interval is an hour)")
 }
 
 func testWokenAtCommit(t *testing.T, url string) {
 	db := open(t, url)
-	rec := &recorder{}
-	relay := outbox.NewRelay(db, rec, outbox.RelayConfig{PollInterval: time.Hour}, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan struct{})
-	go func() { defer close(done); _ = relay.Run(ctx) }()
+	rec := runIdleRelay(t, db)
 	var seq atomic.Int64
 	time.Sleep(50 * time.Millisecond) // the relay's first pass found nothing
 	add(t, db, "evt", "k", 1, &seq)
-	deadline := time.Now().Add(20 * time.Second)
-	for len(rec.snapshot()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the relay was not woken by the commit (its poll interval is an hour)")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	<-done
+	awaitPublished(t, rec, 5*time.Millisecond, func() {}, "the relay was not woken by the commit (its poll interval is an hour)")
 }
