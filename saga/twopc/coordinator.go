@@ -154,6 +154,23 @@ func (c *Coordinator) begin(ctx context.Context, gid string, branches []Branch) 
 		deadline: now.Add(c.o.voteTimeout), nextSend: now.Add(c.o.resendInterval),
 		trace: carrierOf(ctx), decided: make(chan struct{}),
 	}
+	// Known before it is logged: a Recover running meanwhile (Run starts
+	// with one) must not take the logged, undecided transaction for one a
+	// crash left behind, and abort it.
+	c.mu.Lock()
+	if _, ok := c.txs[gid]; ok {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrExists, gid)
+	}
+	c.txs[gid] = t
+	c.mu.Unlock()
+	forget := func() {
+		c.mu.Lock()
+		if c.txs[gid] == t {
+			delete(c.txs, gid)
+		}
+		c.mu.Unlock()
+	}
 	err := c.db.InTx(ctx, func(tx *outbox.Tx) error {
 		res, err := tx.Exec(ctx, `INSERT INTO troupe_twopc_tx (gid, coordinator, state, trace, created_at, deadline)
 			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (gid) DO NOTHING`,
@@ -177,14 +194,13 @@ func (c *Coordinator) begin(ctx context.Context, gid string, branches []Branch) 
 		return nil
 	})
 	if err != nil {
+		forget()
 		return err
 	}
 	if err := c.o.hook(ctx, StepBegun, gid); err != nil {
+		forget()
 		return err
 	}
-	c.mu.Lock()
-	c.txs[gid] = t
-	c.mu.Unlock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, b := range t.branches {

@@ -22,7 +22,7 @@ import (
 
 // busNodes runs a coordinator and the two participants on a private
 // bundled broker, each with its own SQLite database.
-func busNodes(t *testing.T, name string) *twopc.Coordinator {
+func busNodes(t *testing.T, name string, coordOpts ...twopc.Option) *twopc.Coordinator {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tr, err := transport.Open("mem://" + name)
@@ -63,7 +63,7 @@ func busNodes(t *testing.T, name string) *twopc.Coordinator {
 		wg.Go(func() { _ = bus.Serve(ctx, n, p, 2) })
 		wg.Go(func() { _ = p.Run(ctx) })
 	}
-	c, err := twopc.NewCoordinator(ctx, coordName, open(coordName), bus, opts...)
+	c, err := twopc.NewCoordinator(ctx, coordName, open(coordName), bus, append(opts, coordOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,4 +111,34 @@ func TestOneTrace(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestBeginRacingRecover: a Recover that runs between Begin logging its
+// transaction and sending PREPARE (Run starts with one, concurrently with
+// the first Begin) leaves the transaction alone; it used to take it for
+// one a crash left undecided and abort it.
+func TestBeginRacingRecover(t *testing.T) {
+	var c *twopc.Coordinator
+	c = busNodes(t, "twopc-recover-race", twopc.WithHook(func(ctx context.Context, s twopc.Step, gid string) error {
+		if s == twopc.StepBegun {
+			return c.Recover(ctx)
+		}
+		return nil
+	}))
+	var bs []twopc.Branch
+	for _, n := range partNames {
+		b, err := twopc.NewBranch(n, item{Amount: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Begin(ctx, "raced", bs); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := c.Wait(ctx, "raced"); err != nil || o != twopc.Commit {
+		t.Fatalf("outcome %v, %v; want commit", o, err)
+	}
 }
