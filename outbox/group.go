@@ -31,9 +31,11 @@ type group struct {
 	mu      sync.Mutex
 	queue   []*member
 	leading bool // a leader is running a group; new members queue
-	// conn is the connection the groups write through, the leader's alone
-	// (leaders take turns); nil until the first group and after it broke.
-	conn *sql.Conn
+	// conn is the connection the groups write through (leaders take
+	// turns using it; set and cleared under mu); nil until the first group
+	// and after it broke. closed: DB.Close ran.
+	conn   *sql.Conn
+	closed bool
 }
 
 // member is one InTx call waiting in, or run by, a group.
@@ -197,32 +199,52 @@ func (db *DB) runGroup(first *member) []*member {
 // group's: no one member's context may end it.
 func (db *DB) beginGroup() (*sql.Tx, error) {
 	g := &db.group
-	if g.conn == nil {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil, errors.New("outbox: the DB is closed")
+	}
+	conn := g.conn
+	g.mu.Unlock()
+	if conn == nil {
 		c, err := db.db.Conn(context.Background())
 		if err != nil {
 			return nil, err
 		}
-		g.conn = c
+		g.mu.Lock()
+		if g.closed {
+			g.mu.Unlock()
+			_ = c.Close()
+			return nil, errors.New("outbox: the DB is closed")
+		}
+		g.conn, conn = c, c
+		g.mu.Unlock()
 	}
-	tx, err := g.conn.BeginTx(context.Background(), nil)
+	tx, err := conn.BeginTx(context.Background(), nil)
 	if err != nil {
-		_ = g.conn.Close() // the next group takes another connection
-		g.conn = nil
+		g.mu.Lock()
+		if g.conn == conn {
+			g.conn = nil // the next group takes another connection
+		}
+		g.mu.Unlock()
+		_ = conn.Close()
 		return nil, err
 	}
 	return tx, nil
 }
 
-// close returns the groups' connection to the pool.
+// close returns the groups' connection to the pool, once the group using
+// it (if any) has ended; later groups fail. It does not hold g.mu while it
+// waits: the leader of that group takes g.mu to look for more members.
 func (g *group) close() error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.conn == nil {
+	conn := g.conn
+	g.conn, g.closed = nil, true
+	g.mu.Unlock()
+	if conn == nil {
 		return nil
 	}
-	err := g.conn.Close()
-	g.conn = nil
-	return err
+	return conn.Close()
 }
 
 // Savepoint statements of a group's members.

@@ -238,3 +238,52 @@ func TestTxCommitRefused(t *testing.T) {
 		t.Fatal("the row was not committed")
 	}
 }
+
+// TestCloseDuringGroup: DB.Close while a group runs, with a member queued,
+// waits for the group instead of blocking it (it used to hold the queue's
+// lock while waiting for the group's connection, which the leader needed
+// to take the next member).
+func TestCloseDuringGroup(t *testing.T) {
+	db := openGroupDB(t)
+	ctx := context.Background()
+	started, release := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_ = db.InTx(ctx, func(tx *Tx) error {
+			close(started)
+			<-release
+			_, err := tx.Exec(ctx, `INSERT INTO t (v) VALUES (1)`)
+			return err
+		})
+	})
+	<-started
+	wg.Go(func() {
+		_ = db.InTx(ctx, func(tx *Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO t (v) VALUES (2)`)
+			return err
+		})
+	})
+	queued(t, db, 1)
+	closed := make(chan error, 1)
+	go func() { closed <- db.Close() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		db.group.mu.Lock()
+		done := db.group.closed
+		db.group.mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Close did not start")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close and the running group wait for each other")
+	}
+	wg.Wait()
+}

@@ -37,17 +37,22 @@ func busNodes(t *testing.T, name string, coordOpts ...twopc.Option) *twopc.Coord
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
+	var dbs []*outbox.DB
+	// The nodes stop before their databases close.
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
 		tr.Close()
+		for _, db := range dbs {
+			db.Close()
+		}
 	})
 	open := func(node string) *outbox.DB {
 		db, err := outbox.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), node+".db"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { db.Close() })
+		dbs = append(dbs, db)
 		return db
 	}
 	opts := []twopc.Option{twopc.WithTickInterval(10 * time.Millisecond)}
