@@ -110,8 +110,8 @@ func (m *member) await(g *group) error {
 	return nil
 }
 
-// lead runs groups, first's first, until first is done, then hands the
-// lead to the next member waiting, if any.
+// lead runs one group, first the first of its members, wakes the others,
+// then hands the lead to the next member waiting, if any.
 func (db *DB) lead(first *member) {
 	g := &db.group
 	members := db.runGroup(first)
