@@ -6,12 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/troupehq/troupe/handlers"
+	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/tracing"
 )
@@ -21,11 +19,7 @@ import (
 // again, yields one trace whose spans chain publish -> process -> outbox
 // wait -> publish (by the relay) -> process.
 func TestOneOrderIsOneTrace(t *testing.T) {
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(propagation.TraceContext{})
-	defer tp.Shutdown(context.Background())
+	rec, _ := testutil.RecordSpans(t)
 
 	f := newFixture(t, "mem://handlers-trace")
 	db, err := outbox.Open(context.Background(), "sqlite:"+t.TempDir()+"/t.db")

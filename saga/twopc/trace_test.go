@@ -9,11 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/propagation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-
 	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/saga/twopc"
@@ -80,11 +75,7 @@ func busNodes(t *testing.T, name string, coordOpts ...twopc.Option) *twopc.Coord
 // TestOneTrace: every span of a transaction, at the coordinator and at
 // both participants, is in the trace Begin was called in.
 func TestOneTrace(t *testing.T) {
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(propagation.TraceContext{})
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	rec, tp := testutil.RecordSpans(t)
 
 	c := busNodes(t, "twopc-trace")
 	ctx, root := tp.Tracer("test").Start(context.Background(), "checkout")

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/troupehq/troupe/examples/ecommerce/load"
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 	"github.com/troupehq/troupe/handlers"
+	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/saga"
 )
 
@@ -44,29 +44,12 @@ func startShop(t *testing.T, dir string, services ...string) *httptest.Server {
 	return srv
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestShortRun places 200 orders of the mix and checks every order's end
 // against its plan, then the books.
 func TestShortRun(t *testing.T) {
 	dir := t.TempDir()
 	srv := startShop(t, dir)
-	var progress syncBuffer
+	var progress testutil.SyncBuffer
 	res, err := load.Run(context.Background(), load.Config{
 		URL: srv.URL, Orders: 200, Concurrency: 20, DeclinedShare: 0.1, SoldOutShare: 0.1, Seed: 3,
 		Progress: &progress, ProgressInterval: 50 * time.Millisecond,

@@ -1,20 +1,17 @@
 package shop_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
+	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/tracing"
 )
 
@@ -33,16 +30,7 @@ var checkoutChain = []string{
 // rooted at the POST, whose spans chain parent -> child through all four
 // services.
 func TestOneOrderIsOneTrace(t *testing.T) {
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
-	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(propagation.TraceContext{})
-	t.Cleanup(func() {
-		otel.SetTracerProvider(prevTP)
-		otel.SetTextMapPropagator(prevProp)
-		_ = tp.Shutdown(context.Background())
-	})
+	rec, _ := testutil.RecordSpans(t)
 
 	s, srv := startStack(t, shop.PaymentConfig{})
 	code, body := post(t, srv, order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")

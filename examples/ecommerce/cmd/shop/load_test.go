@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/troupehq/troupe/internal/testutil"
 	"strings"
 	"testing"
 )
@@ -10,7 +11,7 @@ import (
 // tracker, books, exit status. (The progress line comes once a second: a
 // run may end sooner; load's own tests check it.)
 func TestLoadInProcess(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	err := runLoad(context.Background(), []string{"-inprocess", "-data", t.TempDir(), "-n", "200", "-c", "20"}, &out)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
@@ -38,7 +39,7 @@ func TestLoadFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var out syncBuffer
+			var out testutil.SyncBuffer
 			err := runLoad(context.Background(), tt.give, &out)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want one with %q\n%s", err, tt.want, out.String())

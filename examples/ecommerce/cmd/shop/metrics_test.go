@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe/examples/ecommerce/load"
+	"github.com/troupehq/troupe/internal/testutil"
 )
 
 // TestMetricsEndpoint runs the shop, places a few orders (a fifth of the
@@ -28,7 +29,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		// the process, and a run of -count=N must not share queues.
 		bus := fmt.Sprintf("mem://shop-metrics-test-%d", time.Now().UnixNano())
 		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-data", dir, "-bus", bus, "-quiet",
-			"-transient-failures", "0.2", "-seed", fmt.Sprint(seedThatTimesOutFirst(0.2)), "-stock", "apple=1000,pear=1000,plum=1"}, &syncBuffer{}, ready)
+			"-transient-failures", "0.2", "-seed", fmt.Sprint(seedThatTimesOutFirst(0.2)), "-stock", "apple=1000,pear=1000,plum=1"}, &testutil.SyncBuffer{}, ready)
 	}()
 	var addr string
 	select {

@@ -29,7 +29,7 @@ import (
 type proc struct {
 	name     string
 	cmd      *exec.Cmd
-	out, err syncBuffer
+	out, err testutil.SyncBuffer
 	exited   chan struct{} // closed when Wait returned, with waitErr
 	waitErr  error
 	url      string // its HTTP address
