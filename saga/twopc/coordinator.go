@@ -615,15 +615,21 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err := c.Recover(ctx); err != nil {
 		return err
 	}
-	tk := time.NewTicker(c.o.tickInterval)
+	return tickUntilDone(ctx, c.o, c.name, c.Tick)
+}
+
+// tickUntilDone calls tick every o.tickInterval until ctx ends, logging
+// its errors as node's; it returns ctx's error.
+func tickUntilDone(ctx context.Context, o options, node string, tick func(context.Context) error) error {
+	tk := time.NewTicker(o.tickInterval)
 	defer tk.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tk.C:
-			if err := c.Tick(ctx); err != nil {
-				c.o.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: tick", slog.String(logNode, c.name), slog.Any("error", err))
+			if err := tick(ctx); err != nil {
+				o.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: tick", slog.String(logNode, node), slog.Any("error", err))
 			}
 		}
 	}

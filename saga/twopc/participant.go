@@ -374,16 +374,5 @@ func (p *Participant[P]) Run(ctx context.Context) error {
 	if err := p.Recover(ctx); err != nil {
 		p.o.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: recover", slog.String(logNode, p.name), slog.Any("error", err))
 	}
-	tk := time.NewTicker(p.o.tickInterval)
-	defer tk.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tk.C:
-			if err := p.Tick(ctx); err != nil {
-				p.o.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: tick", slog.String(logNode, p.name), slog.Any("error", err))
-			}
-		}
-	}
+	return tickUntilDone(ctx, p.o, p.name, p.Tick)
 }
