@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/troupehq/troupe/examples/ecommerce/internal/shoptest"
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 	"github.com/troupehq/troupe/internal/testutil"
 )
@@ -59,9 +60,9 @@ func TestLivePageInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#live:not(.off)`)),
 		eval(`window.notReloaded = 42`, new(int)))
 
-	happy := placeOrder(t, srv, order("ada", "card", shop.Item{SKU: "apple", Quantity: 2, Price: 150}))
-	declined := placeOrder(t, srv, order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 150}))
-	noStock := placeOrder(t, srv, order("cy", "card", shop.Item{SKU: "plum", Quantity: 5, Price: 90}))
+	happy := placeOrder(t, srv, shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 2, Price: 150}))
+	declined := placeOrder(t, srv, shoptest.Order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 150}))
+	noStock := placeOrder(t, srv, shoptest.Order("cy", "card", shop.Item{SKU: "plum", Quantity: 5, Price: 90}))
 	run(t, "see the sagas end live",
 		chromedp.WaitVisible(row(happy, "completed")),
 		chromedp.WaitVisible(row(declined, "compensated")),

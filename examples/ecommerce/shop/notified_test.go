@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupehq/troupe/examples/ecommerce/internal/shoptest"
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 )
 
@@ -38,8 +39,8 @@ func TestLongPollUntilNotified(t *testing.T) {
 		wantStatus string
 		wantKind   string
 	}{
-		{"confirmed", order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), shop.Confirmed, "confirmed"},
-		{"declined", order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), shop.Cancelled, "cancelled"},
+		{"confirmed", shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), shop.Confirmed, "confirmed"},
+		{"declined", shoptest.Order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), shop.Cancelled, "cancelled"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,7 +80,7 @@ func TestLongPollTimesOut(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	_, body := post(t, srv, order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")
+	_, body := post(t, srv, shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")
 	start := time.Now()
 	code, o := getOrder(t, srv.URL+"/orders/"+body["id"].(string)+"?wait=notified&timeout=300ms")
 	if code != http.StatusOK || o.NotifiedAt != nil || time.Since(start) < 300*time.Millisecond {
@@ -89,7 +90,7 @@ func TestLongPollTimesOut(t *testing.T) {
 
 func TestLongPollBadRequests(t *testing.T) {
 	_, srv := startStack(t, shop.PaymentConfig{})
-	_, body := post(t, srv, order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")
+	_, body := post(t, srv, shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")
 	id := body["id"].(string)
 	tests := []struct {
 		give string

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupehq/troupe/examples/ecommerce/internal/shoptest"
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/saga"
@@ -68,7 +69,7 @@ func startCheckout(t *testing.T, pay shop.PaymentConfig) *checkout {
 // place places an order and returns its id, which is its saga id.
 func (c *checkout) place(t *testing.T, method string, items ...shop.Item) string {
 	t.Helper()
-	o, _, err := c.s.Order.Place(context.Background(), order("ada", method, items...), "")
+	o, _, err := c.s.Order.Place(context.Background(), shoptest.Order("ada", method, items...), "")
 	if err != nil {
 		t.Fatal(err)
 	}

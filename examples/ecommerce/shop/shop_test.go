@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupehq/troupe/examples/ecommerce/internal/shoptest"
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 	"github.com/troupehq/troupe/handlers"
 )
@@ -77,39 +78,6 @@ func post(t *testing.T, srv *httptest.Server, body any, key string) (int, map[st
 	return resp.StatusCode, out
 }
 
-func order(customer, method string, items ...shop.Item) shop.PlaceRequest {
-	amount := 0
-	for _, it := range items {
-		amount += it.Quantity * it.Price
-	}
-	return shop.PlaceRequest{Customer: customer, Items: items, Amount: amount, PaymentMethod: method}
-}
-
-// awaitEnd polls GET /orders/{id} until the order leaves PENDING.
-func awaitEnd(t *testing.T, srv *httptest.Server, id string) shop.Order {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(srv.URL + "/orders/" + id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var o shop.Order
-		err = json.NewDecoder(resp.Body).Decode(&o)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if o.Status != shop.Pending {
-			return o
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("order %s still pending: %+v", id, o)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func count(t *testing.T, s *shop.Stack, svc, query string, args ...any) int {
 	t.Helper()
 	db := s.DB(svc)
@@ -129,10 +97,10 @@ func TestCheckoutOutcomes(t *testing.T) {
 		wantReason string
 		wantCharge string // status of the charge row; "" for none
 	}{
-		{"happy path", order("ada", "card", shop.Item{SKU: "apple", Quantity: 2, Price: 100}), shop.Confirmed, "", "captured"},
-		{"payment declined", order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), shop.Cancelled, "card declined", ""},
-		{"over the limit", order("cy", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 200_000}), shop.Cancelled, "over the limit", ""},
-		{"out of stock is refunded", order("dee", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}, shop.Item{SKU: "pear", Quantity: 2, Price: 50}),
+		{"happy path", shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 2, Price: 100}), shop.Confirmed, "", "captured"},
+		{"payment declined", shoptest.Order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), shop.Cancelled, "card declined", ""},
+		{"over the limit", shoptest.Order("cy", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 200_000}), shop.Cancelled, "over the limit", ""},
+		{"out of stock is refunded", shoptest.Order("dee", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}, shop.Item{SKU: "pear", Quantity: 2, Price: 50}),
 			shop.Cancelled, "out of stock: pear", "refunded"},
 	}
 	for _, tt := range tests {
@@ -197,7 +165,7 @@ func TestTransientPaymentFailures(t *testing.T) {
 	s, srv := startStack(t, shop.PaymentConfig{TransientFailureRate: 0.6, Seed: 7})
 	var ids []string
 	for i := range 8 {
-		code, body := post(t, srv, order(fmt.Sprint("c", i), "card", shop.Item{SKU: "apple", Quantity: 1, Price: 10}), "")
+		code, body := post(t, srv, shoptest.Order(fmt.Sprint("c", i), "card", shop.Item{SKU: "apple", Quantity: 1, Price: 10}), "")
 		if code != http.StatusCreated {
 			t.Fatalf("POST: %d %v", code, body)
 		}
@@ -222,7 +190,7 @@ func TestTransientPaymentFailures(t *testing.T) {
 
 func TestDuplicatePostWithIdempotencyKey(t *testing.T) {
 	s, srv := startStack(t, shop.PaymentConfig{})
-	req := order("eve", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100})
+	req := shoptest.Order("eve", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100})
 	code1, first := post(t, srv, req, "checkout-42")
 	code2, second := post(t, srv, req, "checkout-42")
 	if code1 != http.StatusCreated || code2 != http.StatusOK || first["id"] != second["id"] {
@@ -245,11 +213,11 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		wantField string
 		wantError string
 	}{
-		{"no customer", order("", "card", shop.Item{SKU: "a", Quantity: 1, Price: 1}), "customer", "required"},
+		{"no customer", shoptest.Order("", "card", shop.Item{SKU: "a", Quantity: 1, Price: 1}), "customer", "required"},
 		{"no items", shop.PlaceRequest{Customer: "x", PaymentMethod: "card"}, "items", "at least one"},
-		{"zero quantity", order("x", "card", shop.Item{SKU: "a", Quantity: 0, Price: 1}), "items[0].quantity", "positive"},
+		{"zero quantity", shoptest.Order("x", "card", shop.Item{SKU: "a", Quantity: 0, Price: 1}), "items[0].quantity", "positive"},
 		{"wrong amount", shop.PlaceRequest{Customer: "x", PaymentMethod: "card", Amount: 5, Items: []shop.Item{{SKU: "a", Quantity: 1, Price: 1}}}, "amount", "add up to 1"},
-		{"no payment method", order("x", "", shop.Item{SKU: "a", Quantity: 1, Price: 1}), "payment_method", "required"},
+		{"no payment method", shoptest.Order("x", "", shop.Item{SKU: "a", Quantity: 1, Price: 1}), "payment_method", "required"},
 		{"unknown field", `{"customer":"x","colour":"red"}`, "", "unknown field"},
 		{"not JSON", `{"customer":`, "", "body"},
 	}
@@ -272,4 +240,10 @@ func nilIfEmpty(s string) any {
 		return nil
 	}
 	return s
+}
+
+// awaitEnd waits for the order to leave PENDING (shoptest.AwaitEnd).
+func awaitEnd(t *testing.T, srv *httptest.Server, id string) shop.Order {
+	t.Helper()
+	return shoptest.AwaitEnd(t, srv.URL, id, 30*time.Second)
 }

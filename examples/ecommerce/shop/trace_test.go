@@ -10,6 +10,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/troupehq/troupe/examples/ecommerce/internal/shoptest"
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/tracing"
@@ -33,7 +34,7 @@ func TestOneOrderIsOneTrace(t *testing.T) {
 	rec, _ := testutil.RecordSpans(t)
 
 	s, srv := startStack(t, shop.PaymentConfig{})
-	code, body := post(t, srv, order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")
+	code, body := post(t, srv, shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")
 	if code != http.StatusCreated {
 		t.Fatalf("POST: %d %v", code, body)
 	}

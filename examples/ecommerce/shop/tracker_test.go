@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupehq/troupe/examples/ecommerce/internal/shoptest"
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/internal/testutil"
@@ -105,11 +106,11 @@ func TestTrackerFollowsCheckouts(t *testing.T) {
 		wantStep   string
 		wantEvents []string
 	}{
-		{"happy", order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), saga.Completed, "confirm",
+		{"happy", shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), saga.Completed, "confirm",
 			[]string{"order.placed", "payment.captured", "inventory.reserved", "order.confirmed", "notification.sent"}},
-		{"declined", order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), saga.Compensated, "place",
+		{"declined", shoptest.Order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), saga.Compensated, "place",
 			[]string{"order.placed", "payment.failed", "order.cancelled", "notification.sent"}},
-		{"out of stock", order("cy", "card", shop.Item{SKU: "pear", Quantity: 2, Price: 50}), saga.Compensated, "place",
+		{"out of stock", shoptest.Order("cy", "card", shop.Item{SKU: "pear", Quantity: 2, Price: 50}), saga.Compensated, "place",
 			[]string{"order.placed", "payment.captured", "inventory.failed", "payment.refunded", "order.cancelled", "notification.sent"}},
 	}
 	for _, tt := range tests {
@@ -168,7 +169,7 @@ func TestFailedRefundIsParkedAndResumed(t *testing.T) {
 func testFailedRefund(t *testing.T, prefix string) {
 	s, srv, _ := startTracked(t, shop.PaymentConfig{}, fastRetry(), prefix)
 	s.Payment.BreakRefunds()
-	code, body := post(t, srv, order("dee", "card", shop.Item{SKU: "pear", Quantity: 2, Price: 50}), "")
+	code, body := post(t, srv, shoptest.Order("dee", "card", shop.Item{SKU: "pear", Quantity: 2, Price: 50}), "")
 	if code != http.StatusCreated {
 		t.Fatalf("POST: %d %v", code, body)
 	}
@@ -230,7 +231,7 @@ func awaitPending(t *testing.T, srv *httptest.Server, id string) shop.Order {
 func TestCheckoutTimesOut(t *testing.T) {
 	slow := &handlers.RetryPolicy{Delays: []time.Duration{time.Hour}}
 	s, srv, clock := startTracked(t, shop.PaymentConfig{TransientFailureRate: 1}, slow, "")
-	code, body := post(t, srv, order("eve", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")
+	code, body := post(t, srv, shoptest.Order("eve", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")
 	if code != http.StatusCreated {
 		t.Fatalf("POST: %d %v", code, body)
 	}
@@ -276,7 +277,7 @@ func TestTrackerInItsOwnStack(t *testing.T) {
 	if stacks[0].Tracker != nil || stacks[1].Tracker != nil || stacks[2].Tracker == nil || stacks[2].Order != nil {
 		t.Fatal("the tracker must run in the third stack only")
 	}
-	o, _, err := stacks[0].Order.Place(context.Background(), order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 10}), "")
+	o, _, err := stacks[0].Order.Place(context.Background(), shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 10}), "")
 	if err != nil {
 		t.Fatal(err)
 	}

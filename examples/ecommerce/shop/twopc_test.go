@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupehq/troupe/examples/ecommerce/internal/shoptest"
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 	"github.com/troupehq/troupe/saga/twopc"
 )
@@ -33,9 +34,9 @@ func TestTwoPCCheckout(t *testing.T) {
 		wantApples  int    // stock left after the order
 		wantOutcome twopc.Outcome
 	}{
-		{"happy path", order("ada", "card", shop.Item{SKU: "apple", Quantity: 2, Price: 100}), shop.Confirmed, "", "captured", 8, twopc.Commit},
-		{"payment declined", order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), shop.Cancelled, "card declined", "declined", 8, twopc.Abort},
-		{"out of stock", order("dee", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}, shop.Item{SKU: "pear", Quantity: 2, Price: 50}),
+		{"happy path", shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 2, Price: 100}), shop.Confirmed, "", "captured", 8, twopc.Commit},
+		{"payment declined", shoptest.Order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), shop.Cancelled, "card declined", "declined", 8, twopc.Abort},
+		{"out of stock", shoptest.Order("dee", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}, shop.Item{SKU: "pear", Quantity: 2, Price: 50}),
 			shop.Cancelled, "out of stock: pear", "voided", 8, twopc.Abort},
 	}
 	for _, tt := range tests {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupehq/troupe/examples/ecommerce/internal/shoptest"
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 	"github.com/troupehq/troupe/saga"
 )
@@ -62,7 +63,7 @@ func TestLivePageServes(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("stream Content-Type %q", ct)
 	}
-	code, body := post(t, api, order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")
+	code, body := post(t, api, shoptest.Order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")
 	if code != http.StatusCreated {
 		t.Fatalf("POST: %d %v", code, body)
 	}

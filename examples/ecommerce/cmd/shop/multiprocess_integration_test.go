@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupehq/troupe/examples/ecommerce/internal/shoptest"
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/outbox"
@@ -122,9 +123,9 @@ func TestMultiProcessCheckout(t *testing.T) {
 			wantReason string
 			wantCharge string // the charge row's status; "" for none
 		}{
-			{"happy path", placeReq("ada", "card", shop.Item{SKU: "apple", Quantity: 2, Price: 150}), shop.Confirmed, "", "captured"},
-			{"payment declined", placeReq("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), shop.Cancelled, "card declined", ""},
-			{"out of stock is refunded", placeReq("dee", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}, shop.Item{SKU: "pear", Quantity: 2, Price: 50}),
+			{"happy path", shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 2, Price: 150}), shop.Confirmed, "", "captured"},
+			{"payment declined", shoptest.Order("bob", "card-declined", shop.Item{SKU: "apple", Quantity: 1, Price: 100}), shop.Cancelled, "card declined", ""},
+			{"out of stock is refunded", shoptest.Order("dee", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100}, shop.Item{SKU: "pear", Quantity: 2, Price: 50}),
 				shop.Cancelled, "out of stock: pear", "refunded"},
 		}
 		for _, tt := range tests {
@@ -136,7 +137,7 @@ func TestMultiProcessCheckout(t *testing.T) {
 				if tt.name == "happy path" {
 					happyID = o.ID
 				}
-				o = awaitOrderEnd(t, api, o.ID)
+				o = shoptest.AwaitEnd(t, api, o.ID, 90*time.Second)
 				if o.Status != tt.wantStatus || !strings.Contains(o.Reason, tt.wantReason) {
 					t.Fatalf("order ended %s %q, want %s %q", o.Status, o.Reason, tt.wantStatus, tt.wantReason)
 				}
@@ -152,14 +153,14 @@ func TestMultiProcessCheckout(t *testing.T) {
 	t.Run("transient payment failures", func(t *testing.T) {
 		var ids []string
 		for i := range 8 {
-			code, o := postOrder(t, api, placeReq(fmt.Sprint("c", i), "card", shop.Item{SKU: "apple", Quantity: 1, Price: 10}), "")
+			code, o := postOrder(t, api, shoptest.Order(fmt.Sprint("c", i), "card", shop.Item{SKU: "apple", Quantity: 1, Price: 10}), "")
 			if code != http.StatusCreated {
 				t.Fatalf("POST: %d %+v", code, o)
 			}
 			ids = append(ids, o.ID)
 		}
 		for _, id := range ids {
-			if o := awaitOrderEnd(t, api, id); o.Status != shop.Confirmed {
+			if o := shoptest.AwaitEnd(t, api, id, 90*time.Second); o.Status != shop.Confirmed {
 				t.Fatalf("order %s ended %s %q", id, o.Status, o.Reason)
 			}
 			if n := count(t, paymentDB, `SELECT COUNT(*) FROM charges WHERE order_id = ?`, id); n != 1 {
@@ -169,13 +170,13 @@ func TestMultiProcessCheckout(t *testing.T) {
 	})
 
 	t.Run("duplicate POST with one Idempotency-Key", func(t *testing.T) {
-		req := placeReq("eve", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100})
+		req := shoptest.Order("eve", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 100})
 		code1, first := postOrder(t, api, req, "checkout-"+run)
 		code2, second := postOrder(t, api, req, "checkout-"+run)
 		if code1 != http.StatusCreated || code2 != http.StatusOK || first.ID != second.ID {
 			t.Fatalf("first %d %s, second %d %s", code1, first.ID, code2, second.ID)
 		}
-		if o := awaitOrderEnd(t, api, first.ID); o.Status != shop.Confirmed {
+		if o := shoptest.AwaitEnd(t, api, first.ID, 90*time.Second); o.Status != shop.Confirmed {
 			t.Fatalf("order ended %s %q", o.Status, o.Reason)
 		}
 		if n := count(t, orderDB, `SELECT COUNT(*) FROM orders WHERE customer = ?`, "eve"); n != 1 {
@@ -311,14 +312,6 @@ func openDB(t *testing.T, url string) *outbox.DB {
 	return db
 }
 
-func placeReq(customer, method string, items ...shop.Item) shop.PlaceRequest {
-	amount := 0
-	for _, it := range items {
-		amount += it.Quantity * it.Price
-	}
-	return shop.PlaceRequest{Customer: customer, Items: items, Amount: amount, PaymentMethod: method}
-}
-
 func postOrder(t *testing.T, api string, body shop.PlaceRequest, key string) (int, shop.Order) {
 	t.Helper()
 	b, _ := json.Marshal(body)
@@ -336,31 +329,6 @@ func postOrder(t *testing.T, api string, body shop.PlaceRequest, key string) (in
 		t.Fatal(err)
 	}
 	return resp.StatusCode, o
-}
-
-// awaitOrderEnd polls GET /orders/{id} until the order leaves PENDING.
-func awaitOrderEnd(t *testing.T, api, id string) shop.Order {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second) // a retry may wait 10 s in its queue
-	for {
-		resp, err := http.Get(api + "/orders/" + id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var o shop.Order
-		err = json.NewDecoder(resp.Body).Decode(&o)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if o.Status != shop.Pending {
-			return o
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("order %s still pending: %+v", id, o)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func count(t *testing.T, db *outbox.DB, query string, args ...any) int {
