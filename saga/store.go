@@ -140,24 +140,19 @@ func (st *Store) lock(ctx context.Context, tx *outbox.Tx, saga, id string) error
 	return nil
 }
 
+// querier runs a query written with ? placeholders: an *outbox.DB, or an
+// *outbox.Tx to read within a transaction.
 type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	Query(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
 // historyQuery selects an instance's history. Arguments: saga, id.
 const historyQuery = `SELECT seq, at, recorded_at, kind, event, message_id, causation_id, step, meaning, error, actor, queue, trace_id
 	FROM troupe_saga_history WHERE saga = ? AND id = ? ORDER BY seq`
 
-// history reads an instance's history in tx (through its prepared
-// statement) or, when tx is nil, outside a transaction.
-func (st *Store) history(ctx context.Context, tx *outbox.Tx, saga, id string) ([]Entry, error) {
-	var rows *sql.Rows
-	var err error
-	if tx != nil {
-		rows, err = tx.Query(ctx, historyQuery, saga, id)
-	} else {
-		rows, err = st.db.SQL().QueryContext(ctx, st.db.Rebind(historyQuery), saga, id)
-	}
+// history reads an instance's history through q.
+func (st *Store) history(ctx context.Context, q querier, saga, id string) ([]Entry, error) {
+	rows, err := q.Query(ctx, historyQuery, saga, id)
 	if err != nil {
 		return nil, fmt.Errorf("saga: history of %s: %w", id, err)
 	}
@@ -204,12 +199,12 @@ func (st *Store) List(ctx context.Context, q Query) ([]Instance, error) {
 		args = append(args, string(q.State))
 	}
 	args = append(args, q.Limit)
-	return st.instances(ctx, st.db.SQL(), `WHERE `+where+` ORDER BY updated_at DESC, id LIMIT ?`, args...)
+	return st.instances(ctx, st.db, `WHERE `+where+` ORDER BY updated_at DESC, id LIMIT ?`, args...)
 }
 
 func (st *Store) instances(ctx context.Context, q querier, tail string, args ...any) ([]Instance, error) {
-	rows, err := q.QueryContext(ctx, st.db.Rebind(`SELECT saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline
-		FROM troupe_sagas `+tail), args...)
+	rows, err := q.Query(ctx, `SELECT saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline
+		FROM troupe_sagas `+tail, args...)
 	if err != nil {
 		return nil, fmt.Errorf("saga: list: %w", err)
 	}
@@ -242,7 +237,7 @@ func (st *Store) Get(ctx context.Context, saga, id string) (Instance, error) {
 	if saga != "" {
 		tail, args = tail+` AND saga = ?`, append(args, saga)
 	}
-	ins, err := st.instances(ctx, st.db.SQL(), tail, args...)
+	ins, err := st.instances(ctx, st.db, tail, args...)
 	switch {
 	case err != nil:
 		return Instance{}, err
@@ -252,7 +247,7 @@ func (st *Store) Get(ctx context.Context, saga, id string) (Instance, error) {
 		return Instance{}, fmt.Errorf("saga: instance %s exists in several sagas; name one", id)
 	}
 	in := ins[0]
-	if in.History, err = st.history(ctx, nil, in.Saga, id); err != nil {
+	if in.History, err = st.history(ctx, st.db, in.Saga, id); err != nil {
 		return Instance{}, err
 	}
 	// The status is derived from the history read, not taken from the

@@ -387,7 +387,7 @@ func (t *Tracker) emit(ctx context.Context, tx *outbox.Tx, event, id, causation 
 // DeadlineInterval.
 func (t *Tracker) CheckDeadlines(ctx context.Context) (int, error) {
 	now := t.cfg.Clock.Now().UTC()
-	due, err := t.store.instances(ctx, t.store.db.SQL(), `WHERE saga = ? AND state = ? AND deadline_at IS NOT NULL AND deadline_at <= ?
+	due, err := t.store.instances(ctx, t.store.db, `WHERE saga = ? AND state = ? AND deadline_at IS NOT NULL AND deadline_at <= ?
 		ORDER BY deadline_at LIMIT 256`, t.s.Name, string(Running), nanos(now))
 	if err != nil {
 		return 0, err

@@ -524,8 +524,8 @@ func (c *Coordinator) Recover(ctx context.Context) error {
 }
 
 func (c *Coordinator) loadOpen(ctx context.Context) ([]*txn, error) {
-	rows, err := c.db.SQL().QueryContext(ctx, c.db.Rebind(`SELECT gid, state, trace, deadline FROM troupe_twopc_tx
-		WHERE coordinator = ? AND finished_at IS NULL ORDER BY created_at, gid`), c.name)
+	rows, err := c.db.Query(ctx, `SELECT gid, state, trace, deadline FROM troupe_twopc_tx
+		WHERE coordinator = ? AND finished_at IS NULL ORDER BY created_at, gid`, c.name)
 	if err != nil {
 		return nil, fmt.Errorf("twopc: load log: %w", err)
 	}
@@ -584,8 +584,8 @@ func (c *Coordinator) loadBranches(ctx context.Context, gid string) ([]BranchSta
 }
 
 func loadBranches(ctx context.Context, db *outbox.DB, gid string) ([]BranchStatus, error) {
-	rows, err := db.SQL().QueryContext(ctx, db.Rebind(`SELECT participant, payload, vote, acked FROM troupe_twopc_branch
-		WHERE gid = ? ORDER BY position`), gid)
+	rows, err := db.Query(ctx, `SELECT participant, payload, vote, acked FROM troupe_twopc_branch
+		WHERE gid = ? ORDER BY position`, gid)
 	if err != nil {
 		return nil, fmt.Errorf("twopc: load branches of %s: %w", gid, err)
 	}

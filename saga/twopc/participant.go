@@ -330,8 +330,8 @@ type preparedBranch struct {
 }
 
 func (p *Participant[P]) prepared(ctx context.Context) (map[string]preparedBranch, error) {
-	rows, err := p.db.SQL().QueryContext(ctx, p.db.Rebind(`SELECT gid, coordinator, updated_at, trace FROM troupe_twopc_participant
-		WHERE participant = ? AND state = ?`), p.name, statePrepared)
+	rows, err := p.db.Query(ctx, `SELECT gid, coordinator, updated_at, trace FROM troupe_twopc_participant
+		WHERE participant = ? AND state = ?`, p.name, statePrepared)
 	if err != nil {
 		return nil, fmt.Errorf("twopc: prepared branches: %w", err)
 	}
@@ -357,7 +357,7 @@ func (p *Participant[P]) prepared(ctx context.Context) (map[string]preparedBranc
 // "prepared", "committed" or "aborted"; "" when it has no record.
 func (p *Participant[P]) BranchState(ctx context.Context, gid string) (string, error) {
 	var state string
-	err := p.db.SQL().QueryRowContext(ctx, p.db.Rebind(`SELECT state FROM troupe_twopc_participant WHERE participant = ? AND gid = ?`),
+	err := p.db.QueryRow(ctx, `SELECT state FROM troupe_twopc_participant WHERE participant = ? AND gid = ?`,
 		p.name, gid).Scan(&state)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil

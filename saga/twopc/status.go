@@ -36,7 +36,7 @@ func (c *Coordinator) Show(ctx context.Context, gid string) (Status, error) {
 // Show reads transaction gid from the coordinator log in db (any
 // coordinator); ErrUnknown if it has no record. Safe for concurrent use.
 func Show(ctx context.Context, db *outbox.DB, gid string) (Status, error) {
-	row := db.SQL().QueryRowContext(ctx, db.Rebind(selectStatus+` WHERE gid = ?`), gid)
+	row := db.QueryRow(ctx, selectStatus+` WHERE gid = ?`, gid)
 	s, err := scanStatus(row)
 	if err != nil {
 		return Status{}, errNoRows(err, gid)
