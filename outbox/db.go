@@ -367,7 +367,7 @@ func (tx *Tx) Claim(ctx context.Context, consumer, key string) (bool, error) {
 // transaction; handlers.IdempotencyStore).
 func (db *DB) Seen(ctx context.Context, consumer, key string) (bool, error) {
 	var one int
-	err := db.db.QueryRowContext(ctx, db.Rebind(`SELECT 1 FROM troupe_inbox WHERE consumer = ? AND key = ?`), consumer, key).Scan(&one)
+	err := db.QueryRow(ctx, `SELECT 1 FROM troupe_inbox WHERE consumer = ? AND key = ?`, consumer, key).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}

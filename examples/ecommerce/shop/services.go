@@ -176,15 +176,10 @@ var inventorySchema = []string{
 // NewInventoryService creates the tables, stocks the skus given (once:
 // existing stock is kept) and registers the handler.
 func NewInventoryService(ctx context.Context, db *outbox.DB, r *handlers.Router, stock map[string]int) (*InventoryService, error) {
-	if err := createSchema(ctx, db, inventorySchema); err != nil {
+	s, err := NewInventoryStock(ctx, db, stock, inventorySchema)
+	if err != nil {
 		return nil, err
 	}
-	for sku, n := range stock {
-		if _, err := db.SQL().ExecContext(ctx, db.Rebind(`INSERT INTO stock (sku, available) VALUES (?, ?) ON CONFLICT (sku) DO NOTHING`), sku, n); err != nil {
-			return nil, err
-		}
-	}
-	s := &InventoryService{db: db}
 	return s, handlers.HandleTx(r, "reserve", handlers.TxHandlerFunc[PaymentCaptured](s.reserve))
 }
 
