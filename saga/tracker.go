@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,8 +41,13 @@ func (systemClock) Now() time.Time { return time.Now() }
 type TrackerConfig struct {
 	// Exchange is the bus; bus.DefaultExchange when empty.
 	Exchange string
-	// Prefetch bounds the deliveries in flight per bound event; 64 when 0.
+	// Prefetch bounds the deliveries in flight per consumer; 64 when 0.
 	Prefetch int
+	// Consumers is how many consumers the tracker runs on its queue, at
+	// least one per event it follows; 32 when 0. The messages they hold
+	// at one moment are recorded in one transaction (see Run), so more
+	// consumers make larger, cheaper batches under load.
+	Consumers int
 	// QueuePrefix, for stacks that share a broker, is put before the
 	// tracker's queue ("<prefix>saga-tracker.<saga>") and expected before
 	// the services' names in dead-letter announcements (the services run
@@ -63,7 +69,9 @@ type TrackerConfig struct {
 // queue of its own, "saga-tracker.<saga>", and records it in the history
 // of the instance named by the message's saga id, in its database, then
 // derives the instance's state again (Derive). Each message is recorded
-// once: the tracker claims it in its inbox in the same transaction. It
+// once: the history's key (saga, id, message id) turns a redelivery into
+// a no-op. The messages its consumers hold at one moment are recorded in
+// one transaction. It
 // checks deadlines, emitting TimedOutEvent through its outbox, and emits
 // FailedEvent when an instance is parked in state failed. Replicas may
 // run against one database and one queue. Safe for concurrent use.
@@ -89,6 +97,9 @@ func NewTracker(ctx context.Context, s *Saga, db *outbox.DB, tr transport.Transp
 	}
 	if cfg.DeadlineInterval <= 0 {
 		cfg.DeadlineInterval = time.Second
+	}
+	if cfg.Consumers <= 0 {
+		cfg.Consumers = 32
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = systemClock{}
@@ -148,17 +159,32 @@ func (t *Tracker) Run(ctx context.Context) error {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
-	// One consumer per bound event, all on the tracker's one queue: each
-	// subscription declares the queue and binds one more routing key.
-	for _, ev := range t.events() {
+	// Consumers on the tracker's one queue, at least one per event: each
+	// subscription declares the queue and binds its event's routing key,
+	// and any consumer receives any event of the queue. Each hands its
+	// messages to one batcher; a consumer's next message comes once the
+	// batcher has settled the last one.
+	in := make(chan *message.Message)
+	events := t.events()
+	for i := range max(t.cfg.Consumers, len(events)) {
+		ev := events[i%len(events)]
 		msgs, err := sub.Subscribe(runCtx, ev)
 		if err != nil {
 			stop()
 			wg.Wait()
 			return errors.Join(fmt.Errorf("saga: tracker subscribe %s: %w", ev, err), sub.Close(), pub.Close())
 		}
-		wg.Go(func() { t.consume(runCtx, msgs) })
+		wg.Go(func() {
+			for msg := range msgs {
+				select {
+				case in <- msg:
+				case <-runCtx.Done():
+					msg.Nack()
+				}
+			}
+		})
 	}
+	wg.Go(func() { t.consume(runCtx, in) })
 	relay := outbox.NewRelay(t.store.db, pub, t.cfg.Relay, t.logger)
 	wg.Go(func() { _ = relay.Run(runCtx) })
 	wg.Go(func() { t.deadlines(runCtx) })
@@ -168,25 +194,63 @@ func (t *Tracker) Run(ctx context.Context) error {
 	return errors.Join(sub.Close(), pub.Close())
 }
 
-// consume records each message of msgs; one that cannot be recorded (the
-// database is down) is requeued after a pause, so that a lasting failure
-// does not spin.
-func (t *Tracker) consume(ctx context.Context, msgs <-chan *message.Message) {
-	for msg := range msgs {
-		if err := t.Handle(ctx, msg); err != nil {
-			if ctx.Err() == nil {
-				t.logger.LogAttrs(ctx, slog.LevelWarn, "saga tracker: message requeued",
-					slog.String("message_id", msg.UUID), slog.Any("error", err))
-				select {
-				case <-ctx.Done():
-				case <-time.After(requeuePause):
-				}
-			}
-			msg.Nack()
-			continue
+// consume records the messages of in until ctx ends, in batches: the
+// messages waiting at one moment (at most one per consumer) are recorded
+// in one transaction and then acked. When that transaction fails, each
+// message of the batch is recorded alone, so that one message that cannot
+// be recorded does not hold back the others; it is requeued after a pause
+// (the database may be down), so that a lasting failure does not spin.
+func (t *Tracker) consume(ctx context.Context, in <-chan *message.Message) {
+	var batch []*message.Message
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			return
+		case msg := <-in:
+			batch = append(batch, msg)
 		}
-		msg.Ack()
+	more:
+		for len(batch) < maxTrackerBatch {
+			select {
+			case msg := <-in:
+				batch = append(batch, msg)
+			default:
+				break more
+			}
+		}
+		if len(batch) > 1 {
+			if err := t.HandleBatch(ctx, batch); err == nil {
+				for _, msg := range batch {
+					msg.Ack()
+				}
+				continue
+			}
+		}
+		for _, msg := range batch {
+			t.consumeOne(ctx, msg)
+		}
 	}
+}
+
+// maxTrackerBatch bounds the messages recorded in one transaction.
+const maxTrackerBatch = 128
+
+// consumeOne records msg alone and settles it.
+func (t *Tracker) consumeOne(ctx context.Context, msg *message.Message) {
+	if err := t.Handle(ctx, msg); err != nil {
+		if ctx.Err() == nil {
+			t.logger.LogAttrs(ctx, slog.LevelWarn, "saga tracker: message requeued",
+				slog.String("message_id", msg.UUID), slog.Any("error", err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(requeuePause):
+			}
+		}
+		msg.Nack()
+		return
+	}
+	msg.Ack()
 }
 
 // requeuePause is how long the tracker waits before requeuing a message
@@ -233,6 +297,49 @@ func (t *Tracker) Handle(ctx context.Context, msg *message.Message) error {
 			return err
 		}
 		return t.alert(ctx, tx, id, before, after, msg)
+	})
+}
+
+// HandleBatch records msgs as Handle does each, all in one transaction:
+// all are recorded, or none is (then the error is the first one met).
+// Events of one instance are recorded in the order of msgs. Safe for
+// concurrent use.
+func (t *Tracker) HandleBatch(ctx context.Context, msgs []*message.Message) error {
+	type item struct {
+		id  string
+		e   Entry
+		msg *message.Message
+	}
+	items := make([]item, 0, len(msgs))
+	for _, msg := range msgs {
+		id := msg.Metadata.Get(envelope.SagaIDKey)
+		if id == "" {
+			continue
+		}
+		if e, ok := t.entry(msg); ok {
+			items = append(items, item{id, e, msg})
+		}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	// By instance, so that two replicas recording overlapping batches on
+	// PostgreSQL take the instances' row locks in one order (no deadlock);
+	// stable, so that each instance's events keep their order.
+	slices.SortStableFunc(items, func(a, b item) int { return strings.Compare(a.id, b.id) })
+	return t.store.db.InTx(ctx, func(tx *outbox.Tx) error {
+		for _, it := range items {
+			before, after, added, err := t.store.record(ctx, tx, t.s, it.id, it.e)
+			if err != nil {
+				return err
+			}
+			if added {
+				if err := t.alert(ctx, tx, it.id, before, after, it.msg); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	})
 }
 

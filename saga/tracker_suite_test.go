@@ -254,6 +254,7 @@ func runTrackerSuite(t *testing.T, busURL string, newURL func(t *testing.T) stri
 		{"FailedCompensation", testFailedCompensation},
 		{"Replicas", testReplicas},
 		{"Ignored", testIgnored},
+		{"Batch", testBatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -561,5 +562,37 @@ func testIgnored(t *testing.T, r *rig) {
 	}
 	if _, err := r.tk.Store().List(context.Background(), saga.Query{State: "lost"}); err == nil {
 		t.Error("List with an unknown state: no error")
+	}
+}
+
+// testBatch records several instances' events, a redelivery and a message
+// of no saga in one HandleBatch call, as Run does with the messages its
+// consumers hold at once; a batch that fails records nothing.
+func testBatch(t *testing.T, r *rig) {
+	ctx := context.Background()
+	placed := r.msg("b1", "order.placed", nil)
+	noSaga := r.msg("b1", "order.placed", nil)
+	noSaga.Metadata.Set(envelope.SagaIDKey, "")
+	batch := []*message.Message{
+		placed, r.msg("b2", "order.placed", nil), r.msg("b1", "payment.captured", nil), placed, noSaga,
+		r.msg("b2", "payment.failed", map[string]string{"reason": "declined"}), r.msg("b1", "inventory.reserved", nil),
+	}
+	if err := r.tk.HandleBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	r.await("b1", saga.Running, "confirm", 3)
+	in := r.await("b2", saga.Compensating, "place", 2)
+	if in.Reason != "declined" {
+		t.Errorf("b2's reason %q, want declined", in.Reason)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := r.tk.HandleBatch(cancelled, []*message.Message{r.msg("b3", "order.placed", nil), r.msg("b4", "order.placed", nil)}); err == nil {
+		t.Fatal("a batch in a cancelled context was recorded")
+	}
+	for _, id := range []string{"b3", "b4"} {
+		if in, err := r.tk.Store().Get(ctx, "", id); !errors.Is(err, saga.ErrNotFound) {
+			t.Errorf("%s after a failed batch: %+v, %v; want no instance", id, in, err)
+		}
 	}
 }
