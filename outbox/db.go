@@ -132,6 +132,13 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// was two writes per order's worth of pages (35 pwrite calls per
 	// checkout in the example shop); in memory it costs a copy.
 	q.Add("_pragma", "temp_store(MEMORY)")
+	// A commit that takes the WAL past this many pages also checkpoints
+	// it into the database file (two fsyncs, in the group's leader while
+	// the next group waits). At SQLite's default of 1,000 pages the shop's
+	// busiest files checkpointed several times a second; at 8,000 (32 MB
+	// of WAL at most) a page rewritten by many commits is copied back once
+	// per checkpoint: 5-9% more orders/s in the example shop.
+	q.Add("_pragma", "wal_autocheckpoint(8000)")
 	q.Set("_txlock", "immediate") // writers queue at BEGIN, not at their first write
 	return open(ctx, SQLite, "sqlite", "file:"+path+"?"+q.Encode())
 }
