@@ -57,6 +57,11 @@ type Config struct {
 	// Client is the HTTP client; one with enough idle connections for
 	// Concurrency when nil.
 	Client *http.Client
+	// LongPoll waits for each order with its own long-poll (GET
+	// /orders/{id}?wait=notified) instead of following the order API's
+	// stream of notices (GET /orders/notified), which the run falls back
+	// to anyway when the stream is not there or ends early.
+	LongPoll bool
 }
 
 func (c *Config) setDefaults() {
@@ -121,14 +126,18 @@ type Result struct {
 	// FirstErr is the first placement or long-poll error, for Failed.
 	FirstErr error
 	Elapsed  time.Duration
-	// Latency is placement (the POST sent) to notification (the
-	// long-poll's answer) of the notified orders.
+	// Latency is placement (the POST sent) to notification (the notice
+	// or the long-poll's answer received) of the notified orders.
 	P50, P99, Max time.Duration
 	// OrderIDs are the orders placed, in no particular order.
 	OrderIDs []string
 	// LastNotifiedAt is the latest notified_at (the order service's time
 	// of recording a notification) among the notified orders.
 	LastNotifiedAt time.Time
+	// Notices says how the run learnt of the notifications: "stream" (GET
+	// /orders/notified), "long-poll", or the stream then the long-poll,
+	// with the reason.
+	Notices string
 }
 
 // Completed is how many orders were notified.
@@ -195,6 +204,21 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	cfg.setDefaults()
 	plans := makePlans(cfg)
 	r := &run{cfg: cfg, start: time.Now()}
+	r.res.Notices = "long-poll"
+	if !cfg.LongPoll {
+		sctx, stop := context.WithCancel(ctx)
+		n, err := openNotices(sctx, cfg)
+		if err != nil {
+			stop()
+			r.res.Notices = fmt.Sprintf("long-poll (no stream: %v)", err)
+		} else {
+			r.notices = n
+			defer func() {
+				stop()
+				<-n.done
+			}()
+		}
+	}
 	r.res.Planned = map[Kind]int{}
 	for _, p := range plans {
 		r.res.Planned[p.kind]++
@@ -253,6 +277,8 @@ type run struct {
 	cfg   Config
 	start time.Time
 
+	notices *notices // nil: long-poll
+
 	mu        sync.Mutex
 	res       Result
 	latencies []time.Duration
@@ -285,7 +311,7 @@ func (r *run) order(ctx context.Context, p plan) {
 			r.record(func(res *Result) { res.Stuck++ })
 			return
 		}
-		o, err := r.wait(ctx, id, min(remaining, 10*time.Second))
+		o, err := r.next(ctx, id, min(remaining, 10*time.Second))
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -394,6 +420,33 @@ func (r *run) wait(ctx context.Context, id string, timeout time.Duration) (shop.
 	return o, nil
 }
 
+// next waits up to timeout for order id's notification: for its notice
+// while the stream lasts, else by long-poll. It returns the order (with
+// NotifiedAt set once notified; as it is otherwise).
+func (r *run) next(ctx context.Context, id string, timeout time.Duration) (shop.Order, error) {
+	if r.notices == nil {
+		return r.wait(ctx, id, timeout)
+	}
+	ch, stop, ok := r.notices.await(id)
+	if !ok {
+		return r.wait(ctx, id, timeout)
+	}
+	defer stop()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case nt := <-ch:
+		return shop.Order{ID: id, Status: nt.Status, NotifiedAt: &nt.NotifiedAt}, nil
+	case <-r.notices.lost:
+		return r.wait(ctx, id, timeout) // the stream ended: this order's notice may be lost
+	case <-t.C:
+		// A notice dropped (maxEarly) or missed: ask for the order as it is.
+		return r.wait(ctx, id, time.Millisecond)
+	case <-ctx.Done():
+		return shop.Order{}, ctx.Err()
+	}
+}
+
 // result computes the tally so far.
 func (r *run) result() Result {
 	r.mu.Lock()
@@ -403,6 +456,18 @@ func (r *run) result() Result {
 	res.Planned = maps.Clone(res.Planned)
 	res.OrderIDs = slices.Clone(res.OrderIDs)
 	res.Elapsed = time.Since(r.start)
+	if n := r.notices; n != nil {
+		res.Notices = "stream"
+		select {
+		case <-n.lost:
+			n.mu.Lock()
+			if n.err != nil && !errors.Is(n.err, context.Canceled) {
+				res.Notices = fmt.Sprintf("stream, then long-poll (%v)", n.err)
+			}
+			n.mu.Unlock()
+		default:
+		}
+	}
 	if len(lat) > 0 {
 		slices.Sort(lat)
 		res.P50, res.P99, res.Max = percentile(lat, 0.50), percentile(lat, 0.99), lat[len(lat)-1]

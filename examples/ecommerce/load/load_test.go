@@ -3,6 +3,7 @@ package load_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
@@ -22,6 +23,13 @@ var seq atomic.Int64
 // broker, SQLite files in dir, and serves the order API.
 func startShop(t *testing.T, dir string, services ...string) *httptest.Server {
 	t.Helper()
+	return startShopWrapped(t, dir, nil, services...)
+}
+
+// startShopWrapped is startShop with the API's handler wrapped by wrap
+// (when not nil).
+func startShopWrapped(t *testing.T, dir string, wrap func(http.Handler) http.Handler, services ...string) *httptest.Server {
+	t.Helper()
 	s, err := shop.Start(context.Background(), shop.Config{
 		BusURL:   fmt.Sprintf("mem://load-test-%d", seq.Add(1)),
 		DataDir:  dir,
@@ -34,7 +42,11 @@ func startShop(t *testing.T, dir string, services ...string) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(s.HTTPHandler()) // the order API, and /sagas with the tracker
+	h := s.HTTPHandler() // the order API, and /sagas with the tracker
+	if wrap != nil {
+		h = wrap(h)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		srv.Close()
 		if err := s.Close(); err != nil {
@@ -45,17 +57,27 @@ func startShop(t *testing.T, dir string, services ...string) *httptest.Server {
 }
 
 // TestShortRun places 200 orders of the mix and checks every order's end
-// against its plan, then the books.
+// against its plan, then the books; once following the stream of
+// notices, once long-polling each order.
 func TestShortRun(t *testing.T) {
+	for _, longPoll := range []bool{false, true} {
+		t.Run(fmt.Sprintf("long-poll=%v", longPoll), func(t *testing.T) { testShortRun(t, longPoll) })
+	}
+}
+
+func testShortRun(t *testing.T, longPoll bool) {
 	dir := t.TempDir()
 	srv := startShop(t, dir)
 	var progress testutil.SyncBuffer
 	res, err := load.Run(context.Background(), load.Config{
 		URL: srv.URL, Orders: 200, Concurrency: 20, DeclinedShare: 0.1, SoldOutShare: 0.1, Seed: 3,
-		Progress: &progress, ProgressInterval: 50 * time.Millisecond,
+		Progress: &progress, ProgressInterval: 50 * time.Millisecond, LongPoll: longPoll,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if want := map[bool]string{false: "stream", true: "long-poll"}[longPoll]; res.Notices != want {
+		t.Fatalf("notifications by %q, want %q", res.Notices, want)
 	}
 	// Plums are out of stock, apples and pears plentiful: the happy
 	// orders are confirmed, the declined and sold-out ones cancelled.
@@ -208,5 +230,46 @@ func TestLedgersOfAMissingFolder(t *testing.T) {
 	_, err := load.OpenLedgers(context.Background(), load.DataDirURLs(t.TempDir()+"/nothing"))
 	if err == nil || !strings.Contains(err.Error(), "order database") {
 		t.Fatalf("error %v, want one naming the order database", err)
+	}
+}
+
+// TestNoticesFallBack: when the stream of notices is missing, or ends
+// before the run (the shop's "overflow"), the orders still waiting are
+// long-polled, and every order still ends as planned.
+func TestNoticesFallBack(t *testing.T) {
+	tests := []struct {
+		name   string
+		stream http.HandlerFunc
+		want   string
+	}{
+		{"missing", http.NotFound, "long-poll (no stream: GET /orders/notified: 404 Not Found)"},
+		{"overflow", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, ": ping\n\nevent: overflow\ndata: {}\n\n")
+		}, "stream, then long-poll (the shop ended the stream (overflow))"},
+		{"undecodable", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "event: notified\ndata: {\"order_id\": 7}\n\n")
+		}, `stream, then long-poll (notice "{\"order_id\": 7}": undecodable`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startShopWrapped(t, t.TempDir(), func(h http.Handler) http.Handler {
+				mux := http.NewServeMux()
+				mux.Handle("/", h)
+				mux.Handle("GET /orders/notified", tt.stream)
+				return mux
+			})
+			res, err := load.Run(context.Background(), load.Config{URL: srv.URL, Orders: 40, Concurrency: 8, Seed: 5})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Completed() != 40 || res.Stuck != 0 || res.Failed != 0 {
+				t.Fatalf("tally %v", res)
+			}
+			if !strings.HasPrefix(res.Notices, tt.want) {
+				t.Fatalf("notifications by %q, want %q...", res.Notices, tt.want)
+			}
+		})
 	}
 }

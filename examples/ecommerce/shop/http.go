@@ -32,6 +32,9 @@ type APIError struct {
 //	                    &timeout=10s, at most MaxWait) it long-polls: it answers
 //	                    once the customer was told (notified_at set) or when
 //	                    the timeout ends (notified_at absent)
+//	GET  /orders/notified
+//	                    server-sent events: a "notified" event (a Notice) per
+//	                    order whose customer is told from then on
 //
 // Each request is a server span (otelhttp, continuing a traceparent the
 // client sent): an order's trace starts at its POST, and the span carries
@@ -40,6 +43,7 @@ func (s *OrderService) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /orders", otelhttp.NewHandler(http.HandlerFunc(s.place), "POST /orders"))
 	mux.Handle("GET /orders/{id}", otelhttp.NewHandler(http.HandlerFunc(s.get), "GET /orders/{id}"))
+	mux.HandleFunc("GET /orders/notified", s.streamNotified) // no span: it lasts as long as its client
 	return mux
 }
 

@@ -80,8 +80,9 @@ func (s *OrderService) onNotified(ctx context.Context, tx *outbox.Tx, e Notifica
 	if err != nil {
 		return err
 	}
+	at := time.Now().UTC()
 	res, err := tx.Exec(ctx, `INSERT INTO order_notified (order_id, kind, at) VALUES (?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
-		e.OrderID, e.Kind, time.Now().UTC())
+		e.OrderID, e.Kind, at)
 	if err != nil {
 		return err
 	}
@@ -91,7 +92,10 @@ func (s *OrderService) onNotified(ctx context.Context, tx *outbox.Tx, e Notifica
 	if err := history(ctx, tx, e.OrderID, status, e.EventName(), e.Kind); err != nil {
 		return err
 	}
-	tx.AfterCommit(func() { s.waiting.wake(e.OrderID) })
+	tx.AfterCommit(func() {
+		s.waiting.wake(e.OrderID)
+		s.notices.publish(Notice{OrderID: e.OrderID, Status: status, NotifiedAt: at})
+	})
 	return nil
 }
 

@@ -111,3 +111,70 @@ func TestLongPollBadRequests(t *testing.T) {
 		t.Errorf("unknown order: %d, want 404", code)
 	}
 }
+
+// notices reads srv's GET /orders/notified, until the stream or the
+// test ends.
+func notices(t *testing.T, srv *httptest.Server) <-chan sseEvent {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/orders/notified", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		resp.Body.Close()
+	})
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("GET /orders/notified: %s, %q", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	return sseEvents(ctx, resp.Body)
+}
+
+// TestNotifiedStream: GET /orders/notified sends a notice per order whose
+// customer is told, with the order's final status; CloseStreams ends it
+// with an "overflow" event.
+func TestNotifiedStream(t *testing.T) {
+	s, srv := startStack(t, shop.PaymentConfig{DeclinedMethod: "card-declined"})
+	events := notices(t, srv)
+	want := map[string]string{}
+	for _, give := range []struct {
+		method, status string
+	}{{"card", shop.Confirmed}, {"card-declined", shop.Cancelled}} {
+		code, body := post(t, srv, shoptest.Order("ada", give.method, shop.Item{SKU: "apple", Quantity: 1, Price: 100}), "")
+		if code != http.StatusCreated {
+			t.Fatalf("POST: %d %v", code, body)
+		}
+		want[body["id"].(string)] = give.status
+	}
+	timeout := time.After(30 * time.Second)
+	for len(want) > 0 {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatalf("the stream ended; still waiting for %v", want)
+			}
+			var n shop.Notice
+			if ev.name != "notified" || json.Unmarshal([]byte(ev.data), &n) != nil || n.NotifiedAt.IsZero() {
+				t.Fatalf("event %+v", ev)
+			}
+			if n.Status != want[n.OrderID] {
+				t.Fatalf("notice %+v, want status %q", n, want[n.OrderID])
+			}
+			delete(want, n.OrderID)
+		case <-timeout:
+			t.Fatalf("no notice for %v", want)
+		}
+	}
+	s.Order.CloseStreams()
+	if ev := <-events; ev.name != "overflow" {
+		t.Fatalf("after CloseStreams: %+v, want overflow", ev)
+	}
+	if ev, ok := <-events; ok {
+		t.Fatalf("after overflow: %+v, want the end", ev)
+	}
+}

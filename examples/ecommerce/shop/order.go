@@ -92,6 +92,7 @@ type OrderService struct {
 	db      *outbox.DB
 	em      *handlers.Emitter
 	waiting waiters
+	notices notices
 }
 
 var orderSchema = []string{

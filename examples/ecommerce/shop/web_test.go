@@ -130,24 +130,52 @@ func readEvents(ctx context.Context, body io.Reader) <-chan []shop.PageRow {
 	out := make(chan []shop.PageRow)
 	go func() {
 		defer close(out)
+		for ev := range sseEvents(ctx, body) {
+			if ev.name != "orders" {
+				continue
+			}
+			var rows []shop.PageRow
+			if err := json.Unmarshal([]byte(ev.data), &rows); err != nil {
+				rows = []shop.PageRow{{ID: fmt.Sprintf("undecodable: %v", err)}}
+			}
+			select {
+			case out <- rows:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// sseEvent is one server-sent event.
+type sseEvent struct{ name, data string }
+
+// sseEvents yields the events of a stream of server-sent events until it
+// ends or ctx does.
+func sseEvents(ctx context.Context, body io.Reader) <-chan sseEvent {
+	out := make(chan sseEvent)
+	go func() {
+		defer close(out)
 		sc := bufio.NewScanner(body)
 		sc.Buffer(nil, 1<<20)
-		event := ""
+		var ev sseEvent
 		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case strings.HasPrefix(line, "event: "):
-				event = strings.TrimPrefix(line, "event: ")
-			case strings.HasPrefix(line, "data: ") && event == "orders":
-				var rows []shop.PageRow
-				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &rows); err != nil {
-					rows = []shop.PageRow{{ID: fmt.Sprintf("undecodable: %v", err)}}
+			switch line := sc.Text(); {
+			case line == "":
+				if ev.name == "" {
+					continue
 				}
 				select {
-				case out <- rows:
+				case out <- ev:
 				case <-ctx.Done():
 					return
 				}
+				ev = sseEvent{}
+			case strings.HasPrefix(line, "event: "):
+				ev.name = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: "):
+				ev.data += strings.TrimPrefix(line, "data: ")
 			}
 		}
 	}()

@@ -44,6 +44,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	sagasURL := fs.String("sagas-url", "", "base URL of the saga tracker's API (GET /sagas): after the load, wait until every saga of the run is final and print the tracker's counts and lag (with -inprocess: the order API, which serves it)")
 	sagasTimeout := fs.Duration("sagas-timeout", 30*time.Second, "how long the saga tracker may take after the load to have every saga final")
 	noBooks := fs.Bool("no-books", false, "skip the books check (the databases are out of reach)")
+	fs.BoolVar(&cfg.LongPoll, "long-poll", false, "wait for each order with GET /orders/{id}?wait=notified instead of following GET /orders/notified")
 	inprocess := fs.Bool("inprocess", false, "start the whole stack in this process (bundled broker, SQLite in a fresh folder unless -data is given)")
 	transient := fs.Float64("transient-failures", 0.05, "with -inprocess: share of first charge attempts that time out")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
@@ -128,6 +129,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 // and the books; its error is the run's verdict.
 func report(ctx context.Context, stdout io.Writer, res load.Result, books func(context.Context) (shop.Books, error), sagas *load.SagaConfig) error {
 	fmt.Fprintf(stdout, "tally: %v\n", res)
+	fmt.Fprintf(stdout, "notifications: %s\n", res.Notices)
 	var errs []error
 	if sagas != nil {
 		t, err := load.AwaitSagas(ctx, *sagas, res)
@@ -185,6 +187,7 @@ func startInProcess(ctx context.Context, dir string, transient float64, metrics 
 		return nil, "", nil, errors.Join(err, stack.Close())
 	}
 	srv := &http.Server{Handler: metrics.mount(stack.HTTPHandler()), ReadHeaderTimeout: 5 * time.Second}
+	srv.RegisterOnShutdown(stack.Order.CloseStreams) // the generator's GET /orders/notified
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

@@ -103,7 +103,7 @@ func serve(ctx context.Context, name string, o *options, cfg shop.Config, stdout
 		mux.Handle("GET /healthz", healthHandler(s, name))
 		what := "/healthz"
 		if s.Order != nil {
-			what = "order API (POST /orders, GET /orders/{id}) and /healthz"
+			what = "order API (POST /orders, GET /orders/{id}, GET /orders/notified) and /healthz"
 		}
 		if s.Tracker != nil {
 			what += "; sagas (GET /sagas, GET /sagas/{id}, POST /sagas/{id}/resume|skip|resolve)"
@@ -123,6 +123,9 @@ func serve(ctx context.Context, name string, o *options, cfg shop.Config, stdout
 		srv = &http.Server{Handler: metrics.mount(mux), ReadHeaderTimeout: 5 * time.Second}
 		if page != nil {
 			srv.RegisterOnShutdown(page.Close) // the page's event streams
+		}
+		if s.Order != nil {
+			srv.RegisterOnShutdown(s.Order.CloseStreams) // GET /orders/notified
 		}
 		fmt.Fprintf(stdout, "%s%s on http://%s; bus %s\n", prefix, what, ln.Addr(), redact(cfg.BusURL))
 		addr = ln.Addr().String()
