@@ -100,15 +100,12 @@ func (st *Store) record(ctx context.Context, tx *outbox.Tx, s *Saga, id string, 
 	if len(history) == 0 {
 		before = Status{}
 	}
-	var seq int64
-	err = tx.QueryRow(ctx, `INSERT INTO troupe_saga_history (saga, id, at, recorded_at, kind, event, message_id, causation_id, step, meaning, error, actor, queue, trace_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (saga, id, message_id) DO NOTHING RETURNING seq`,
-		s.Name, id, nanos(e.At), nanos(e.RecordedAt), string(e.Kind), e.Event, e.MessageID, e.CausationID, e.Step, e.Meaning, e.Error, e.Actor, e.Queue, e.TraceID).Scan(&seq)
-	if errors.Is(err, sql.ErrNoRows) {
-		return before, before, false, nil
-	}
+	seq, added, err := st.insertEntry(ctx, tx, s.Name, id, e)
 	if err != nil {
 		return before, after, false, fmt.Errorf("saga: history of %s: %w", id, err)
+	}
+	if !added {
+		return before, before, false, nil
 	}
 	e.Seq = seq
 	after = Derive(s, append(history, e))
@@ -125,6 +122,36 @@ func (st *Store) record(ctx context.Context, tx *outbox.Tx, s *Saga, id string, 
 		return before, after, false, fmt.Errorf("saga: update %s: %w", id, err)
 	}
 	return before, after, true, nil
+}
+
+// insertEntryQuery adds an entry to the history unless its message id is
+// there already. Arguments: the columns, in order.
+const insertEntryQuery = `INSERT INTO troupe_saga_history (saga, id, at, recorded_at, kind, event, message_id, causation_id, step, meaning, error, actor, queue, trace_id)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (saga, id, message_id) DO NOTHING`
+
+// insertEntry adds e to the history of (saga, id) in tx and returns its
+// sequence number; false when its message id was recorded already.
+func (st *Store) insertEntry(ctx context.Context, tx *outbox.Tx, saga, id string, e Entry) (int64, bool, error) {
+	args := []any{saga, id, nanos(e.At), nanos(e.RecordedAt), string(e.Kind), e.Event, e.MessageID, e.CausationID, e.Step, e.Meaning, e.Error, e.Actor, e.Queue, e.TraceID}
+	if st.db.Dialect() == outbox.Postgres {
+		var seq int64
+		err := tx.QueryRow(ctx, insertEntryQuery+` RETURNING seq`, args...).Scan(&seq)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, false, nil
+		}
+		return seq, err == nil, err
+	}
+	// SQLite: seq is the rowid; an Exec reports it without a result set
+	// to step through (a third of the statement's cost).
+	res, err := tx.Exec(ctx, insertEntryQuery, args...)
+	if err != nil {
+		return 0, false, err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return 0, false, err
+	}
+	seq, err := res.LastInsertId()
+	return seq, err == nil, err
 }
 
 // lock takes the instance's row lock for the rest of tx (PostgreSQL; on
