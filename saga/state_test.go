@@ -2,6 +2,7 @@ package saga_test
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +132,48 @@ func TestValidateDeadlines(t *testing.T) {
 	}
 	if err := checkout().Validate(); err != nil {
 		t.Errorf("the test checkout: %v", err)
+	}
+}
+
+// TestDeriveReadsOnlyDerivableFields: the tracker reads only Seq, At,
+// Kind, Event, Step and Error of a history to derive its status again, so
+// Derive must give the same status whatever the other fields hold.
+func TestDeriveReadsOnlyDerivableFields(t *testing.T) {
+	s := checkout()
+	dead := func(h []saga.Entry, kind saga.EntryKind, step, err string) []saga.Entry {
+		last := h[len(h)-1]
+		return append(h, saga.Entry{Seq: last.Seq + 1, At: last.At.Add(time.Second), Kind: kind, Event: "x", Step: step, Error: err})
+	}
+	histories := [][]saga.Entry{
+		entries("order.placed", "payment.captured", "inventory.reserved", "order.confirmed"),
+		entries("order.placed", "payment.captured", "inventory.failed", "payment.refunded", "order.cancelled"),
+		entries("order.placed", saga.TimedOutEvent, "payment.failed"),
+		dead(entries("order.placed"), saga.StepDeadLetter, "charge", "gateway down"),
+		dead(dead(entries("order.placed"), saga.StepDeadLetter, "charge", "gateway down"), saga.ResumeEntry, "charge", ""),
+		dead(dead(entries("order.placed"), saga.StepDeadLetter, "charge", "gateway down"), saga.SkipEntry, "charge", ""),
+		dead(entries("order.placed", "payment.captured", "inventory.failed"), saga.CompensationDeadLetter, "charge", "refund refused"),
+	}
+	derivable := map[string]bool{"Seq": true, "At": true, "Kind": true, "Event": true, "Step": true, "Error": true}
+	for _, h := range histories {
+		full := make([]saga.Entry, len(h))
+		slim := make([]saga.Entry, len(h))
+		for i, e := range h {
+			f, sl := reflect.ValueOf(&full[i]).Elem(), reflect.ValueOf(&slim[i]).Elem()
+			f.Set(reflect.ValueOf(e))
+			for j := range f.NumField() {
+				name := f.Type().Field(j).Name
+				switch {
+				case derivable[name]:
+					sl.Field(j).Set(f.Field(j))
+				case f.Field(j).Kind() == reflect.String:
+					f.Field(j).SetString(fmt.Sprintf("%s of entry %d", name, i))
+				case f.Field(j).Type() == reflect.TypeFor[time.Time]():
+					f.Field(j).Set(reflect.ValueOf(e.At.Add(time.Hour)))
+				}
+			}
+		}
+		if got, want := saga.Derive(s, slim), saga.Derive(s, full); !reflect.DeepEqual(got, want) {
+			t.Errorf("from the derivable fields %+v, from all %+v", got, want)
+		}
 	}
 }

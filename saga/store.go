@@ -92,7 +92,7 @@ func (st *Store) record(ctx context.Context, tx *outbox.Tx, s *Saga, id string, 
 			return before, after, false, fmt.Errorf("saga: instance %s: %w", id, err)
 		}
 	}
-	history, err := st.history(ctx, tx, s.Name, id)
+	history, err := st.derivable(ctx, tx, s.Name, id)
 	if err != nil {
 		return before, after, false, err
 	}
@@ -193,6 +193,33 @@ func (st *Store) history(ctx context.Context, q querier, saga, id string) ([]Ent
 			return nil, err
 		}
 		e.At, e.RecordedAt, e.Kind = fromNanos(at), fromNanos(rec), EntryKind(kind)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// derivableQuery selects the columns of an instance's history that Derive
+// reads. Arguments: saga, id.
+const derivableQuery = `SELECT seq, at, kind, event, step, error FROM troupe_saga_history WHERE saga = ? AND id = ? ORDER BY seq`
+
+// derivable reads an instance's history through q with only the fields
+// Derive reads (Seq, At, Kind, Event, Step, Error): what record needs, at
+// half the columns of history.
+func (st *Store) derivable(ctx context.Context, q querier, saga, id string) ([]Entry, error) {
+	rows, err := q.Query(ctx, derivableQuery, saga, id)
+	if err != nil {
+		return nil, fmt.Errorf("saga: history of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []Entry
+	for rows.Next() {
+		var e Entry
+		var at int64
+		var kind string
+		if err := rows.Scan(&e.Seq, &at, &kind, &e.Event, &e.Step, &e.Error); err != nil {
+			return nil, err
+		}
+		e.At, e.Kind = fromNanos(at), EntryKind(kind)
 		out = append(out, e)
 	}
 	return out, rows.Err()
