@@ -184,7 +184,7 @@ func (t *Tracker) Run(ctx context.Context) error {
 			}
 		})
 	}
-	wg.Go(func() { t.consume(runCtx, in) })
+	wg.Go(func() { t.consume(runCtx, in, max(t.cfg.Consumers, len(events))) })
 	relay := outbox.NewRelay(t.store.db, pub, t.cfg.Relay, t.logger)
 	wg.Go(func() { _ = relay.Run(runCtx) })
 	wg.Go(func() { t.deadlines(runCtx) })
@@ -195,13 +195,20 @@ func (t *Tracker) Run(ctx context.Context) error {
 }
 
 // consume records the messages of in until ctx ends, in batches: the
-// messages waiting at one moment (at most one per consumer) are recorded
-// in one transaction and then acked. When that transaction fails, each
-// message of the batch is recorded alone, so that one message that cannot
-// be recorded does not hold back the others; it is requeued after a pause
-// (the database may be down), so that a lasting failure does not spin.
-func (t *Tracker) consume(ctx context.Context, in <-chan *message.Message) {
+// messages that come within trackerLinger of the first (at most one per
+// consumer, as each waits for its message's ack before taking the next)
+// are recorded in one transaction and then acked. The tracker is off the
+// saga's path (no service waits for it), so a millisecond more before a
+// record costs nothing but a little lag, and saves a commit per message
+// at moderate rates. When a batch's transaction fails, each message of it
+// is recorded alone, so that one message that cannot be recorded does not
+// hold back the others; it is requeued after a pause (the database may be
+// down), so that a lasting failure does not spin.
+func (t *Tracker) consume(ctx context.Context, in <-chan *message.Message, consumers int) {
+	limit := min(consumers, maxTrackerBatch)
 	var batch []*message.Message
+	linger := time.NewTimer(trackerLinger)
+	linger.Stop()
 	for {
 		batch = batch[:0]
 		select {
@@ -210,15 +217,19 @@ func (t *Tracker) consume(ctx context.Context, in <-chan *message.Message) {
 		case msg := <-in:
 			batch = append(batch, msg)
 		}
+		linger.Reset(trackerLinger)
 	more:
-		for len(batch) < maxTrackerBatch {
+		for len(batch) < limit {
 			select {
 			case msg := <-in:
 				batch = append(batch, msg)
-			default:
+			case <-linger.C:
+				break more
+			case <-ctx.Done():
 				break more
 			}
 		}
+		linger.Stop()
 		if len(batch) > 1 {
 			if err := t.HandleBatch(ctx, batch); err == nil {
 				for _, msg := range batch {
@@ -232,6 +243,10 @@ func (t *Tracker) consume(ctx context.Context, in <-chan *message.Message) {
 		}
 	}
 }
+
+// trackerLinger is how long a batch waits for more messages after its
+// first.
+const trackerLinger = time.Millisecond
 
 // maxTrackerBatch bounds the messages recorded in one transaction.
 const maxTrackerBatch = 128
