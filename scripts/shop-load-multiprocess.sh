@@ -12,6 +12,8 @@
 # /sagas checked after the load (-sagas-url). ARGS go to `shop load` after the ones set
 # here (so they may override them). Always stops the processes and removes its files.
 # Needs TROUPE_AMQP_URL and TROUPE_POSTGRES_URL (scripts/with-servers.sh exports both).
+# With SHOP_PROFILE_DIR set, each service writes a CPU profile of its run to
+# SHOP_PROFILE_DIR/SERVICE.prof (go tool pprof).
 # Exits with the load's status; 1 when a service does not start.
 set -euo pipefail
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -79,6 +81,10 @@ start() {
 	local svc=$1 log=$work/$1.log deadline=$((SECONDS + 60))
 	shift
 	: >"$log" # before the process opens it: sed reads it below
+	if [ -n "${SHOP_PROFILE_DIR:-}" ]; then
+		mkdir -p "$SHOP_PROFILE_DIR"
+		set -- -cpuprofile "$SHOP_PROFILE_DIR/$svc.prof" "$@"
+	fi
 	env -i PATH="$PATH" HOME="${HOME:-/tmp}" "$bin" "$svc" -bus "$TROUPE_AMQP_URL" -db "${db[$svc]}" \
 		-exchange "shop-$run" -queue-prefix "$run-" -quiet "$@" >"$log" 2>&1 &
 	pids+=("$!")

@@ -20,7 +20,7 @@ import (
 type options struct {
 	addr, http, data, bus, db, exchange, queuePrefix string
 	declined, stock, logLevel, checkout              string
-	jaegerUI, metricsAddr, registry                  string
+	jaegerUI, metricsAddr, registry, cpuProfile      string
 	limit                                            int
 	transient                                        float64
 	seed                                             uint64
@@ -51,6 +51,7 @@ var envNames = map[string]string{
 	"jaeger-ui":          "JAEGER_UI_URL",
 	"metrics-addr":       "TROUPE_METRICS_ADDR",
 	"registry":           "TROUPE_REGISTRY_FILE",
+	"cpuprofile":         "TROUPE_CPU_PROFILE",
 }
 
 // newFlags declares the flags of command cmd ("all" or a service name):
@@ -93,6 +94,7 @@ func newFlags(cmd string) (*flag.FlagSet, *options) {
 	fs.BoolVar(&o.quiet, "quiet", false, "do not print a line per event")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level of stderr: debug, info, warn or error")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics on this address instead of on the HTTP server of -addr / -http")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	fs.VisitAll(func(f *flag.Flag) {
 		if env, ok := envNames[f.Name]; ok {
 			f.Usage += " (env " + env + ")"

@@ -52,6 +52,13 @@ func serve(ctx context.Context, name string, o *options, cfg shop.Config, stdout
 	if name == "all" {
 		traceName, prefix = "shop", "shop: "
 	}
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, stop()) }()
+	}
 	shutdownTracing, err := tracing.Setup(ctx, traceName)
 	if err != nil {
 		return err
