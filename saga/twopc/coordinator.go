@@ -68,6 +68,10 @@ type Coordinator struct {
 
 	mu  sync.Mutex
 	txs map[string]*txn // transactions not finished
+
+	// adoptWaits, when set (by tests), is called when Recover starts
+	// waiting for a Begin of the same gid.
+	adoptWaits func(gid string)
 }
 
 // txn is a transaction in memory. Lock order: Coordinator.mu, then txn.mu
@@ -85,6 +89,11 @@ type txn struct {
 	trace    map[string]string
 	decided  chan struct{}
 	finished bool
+	// begun is set (under Coordinator.mu) while Begin logs the
+	// transaction, and closed once that resolved: then Begin has cleared
+	// it (logged) or forgotten the transaction (not logged: the gid was in
+	// the log already).
+	begun chan struct{}
 }
 
 func (t *txn) has(participant string) bool {
@@ -148,11 +157,12 @@ func validateBegin(gid string, branches []Branch) error {
 
 func (c *Coordinator) begin(ctx context.Context, gid string, branches []Branch) error {
 	now := c.o.clock.Now()
+	begun := make(chan struct{})
 	t := &txn{
 		gid: gid, branches: slices.Clone(branches),
 		votes: map[string]Vote{}, acked: map[string]bool{},
 		deadline: now.Add(c.o.voteTimeout), nextSend: now.Add(c.o.resendInterval),
-		trace: carrierOf(ctx), decided: make(chan struct{}),
+		trace: carrierOf(ctx), decided: make(chan struct{}), begun: begun,
 	}
 	// Known before it is logged: a Recover running meanwhile (Run starts
 	// with one) must not take the logged, undecided transaction for one a
@@ -170,6 +180,15 @@ func (c *Coordinator) begin(ctx context.Context, gid string, branches []Branch) 
 			delete(c.txs, gid)
 		}
 		c.mu.Unlock()
+	}
+	logged := func(ok bool) { // Begin's log resolved: see txn.begun
+		if !ok {
+			forget()
+		}
+		c.mu.Lock()
+		t.begun = nil
+		c.mu.Unlock()
+		close(begun)
 	}
 	err := c.db.InTx(ctx, func(tx *outbox.Tx) error {
 		res, err := tx.Exec(ctx, `INSERT INTO troupe_twopc_tx (gid, coordinator, state, trace, created_at, deadline)
@@ -193,8 +212,8 @@ func (c *Coordinator) begin(ctx context.Context, gid string, branches []Branch) 
 		}
 		return nil
 	})
+	logged(err == nil)
 	if err != nil {
-		forget()
 		return err
 	}
 	if err := c.o.hook(ctx, StepBegun, gid); err != nil {
@@ -501,13 +520,11 @@ func (c *Coordinator) Recover(ctx context.Context) error {
 	}
 	var errs []error
 	for _, t := range txs {
-		c.mu.Lock()
-		_, known := c.txs[t.gid]
-		if !known {
-			c.txs[t.gid] = t
+		owned, err := c.adopt(ctx, t)
+		if err != nil {
+			return errors.Join(append(errs, err)...)
 		}
-		c.mu.Unlock()
-		if known {
+		if !owned {
 			continue
 		}
 		t.mu.Lock()
@@ -521,6 +538,41 @@ func (c *Coordinator) Recover(ctx context.Context) error {
 		t.mu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// adopt puts t, loaded from the log, in memory for Recover, unless the
+// coordinator knows its gid already; it reports whether t was adopted. A
+// Begin of the same gid that is still logging it is waited for: when its
+// insert finds the gid logged already (by a process that crashed), it
+// forgets its own copy, and t is the one to recover; skipping t because
+// of that passing copy left the transaction open for good.
+func (c *Coordinator) adopt(ctx context.Context, t *txn) (bool, error) {
+	for {
+		c.mu.Lock()
+		cur, known := c.txs[t.gid]
+		if !known {
+			c.txs[t.gid] = t
+		}
+		var begun chan struct{}
+		if known {
+			begun = cur.begun
+		}
+		c.mu.Unlock()
+		switch {
+		case !known:
+			return true, nil
+		case begun == nil:
+			return false, nil // logged by this process, or adopted
+		}
+		if c.adoptWaits != nil {
+			c.adoptWaits(t.gid)
+		}
+		select {
+		case <-begun:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
 }
 
 func (c *Coordinator) loadOpen(ctx context.Context) ([]*txn, error) {
