@@ -186,6 +186,7 @@ func (db *DB) runGroup(first *member) []*member {
 		}
 		return members
 	}
+	db.checkpoints.commits.Add(1)
 	if added > 0 {
 		db.changed.notify()
 	}
