@@ -92,7 +92,7 @@ func (st *Store) record(ctx context.Context, tx *outbox.Tx, s *Saga, id string, 
 			return before, after, false, fmt.Errorf("saga: instance %s: %w", id, err)
 		}
 	}
-	history, err := st.derivable(ctx, tx, s.Name, id)
+	history, err := st.readHistory(ctx, tx, s.Name, id, derivableColumns)
 	if err != nil {
 		return before, after, false, err
 	}
@@ -179,7 +179,30 @@ const historyQuery = `SELECT seq, at, recorded_at, kind, event, message_id, caus
 
 // history reads an instance's history through q.
 func (st *Store) history(ctx context.Context, q querier, saga, id string) ([]Entry, error) {
-	rows, err := q.Query(ctx, historyQuery, saga, id)
+	return st.readHistory(ctx, q, saga, id, allColumns)
+}
+
+// derivableQuery selects the columns of an instance's history that Derive
+// reads. Arguments: saga, id.
+const derivableQuery = `SELECT seq, at, kind, event, step, error FROM troupe_saga_history WHERE saga = ? AND id = ? ORDER BY seq`
+
+// historyColumns says which columns of a history to read.
+type historyColumns uint8
+
+const (
+	allColumns historyColumns = iota
+	// derivableColumns are those Derive reads (Seq, At, Kind, Event,
+	// Step, Error): what record needs, at half the columns.
+	derivableColumns
+)
+
+// readHistory reads an instance's history through q, the fields of cols.
+func (st *Store) readHistory(ctx context.Context, q querier, saga, id string, cols historyColumns) ([]Entry, error) {
+	query := historyQuery
+	if cols == derivableColumns {
+		query = derivableQuery
+	}
+	rows, err := q.Query(ctx, query, saga, id)
 	if err != nil {
 		return nil, fmt.Errorf("saga: history of %s: %w", id, err)
 	}
@@ -189,37 +212,17 @@ func (st *Store) history(ctx context.Context, q querier, saga, id string) ([]Ent
 		var e Entry
 		var at, rec int64
 		var kind string
-		if err := rows.Scan(&e.Seq, &at, &rec, &kind, &e.Event, &e.MessageID, &e.CausationID, &e.Step, &e.Meaning, &e.Error, &e.Actor, &e.Queue, &e.TraceID); err != nil {
-			return nil, err
+		dest := []any{&e.Seq, &at, &rec, &kind, &e.Event, &e.MessageID, &e.CausationID, &e.Step, &e.Meaning, &e.Error, &e.Actor, &e.Queue, &e.TraceID}
+		if cols == derivableColumns {
+			dest = []any{&e.Seq, &at, &kind, &e.Event, &e.Step, &e.Error}
 		}
-		e.At, e.RecordedAt, e.Kind = fromNanos(at), fromNanos(rec), EntryKind(kind)
-		out = append(out, e)
-	}
-	return out, rows.Err()
-}
-
-// derivableQuery selects the columns of an instance's history that Derive
-// reads. Arguments: saga, id.
-const derivableQuery = `SELECT seq, at, kind, event, step, error FROM troupe_saga_history WHERE saga = ? AND id = ? ORDER BY seq`
-
-// derivable reads an instance's history through q with only the fields
-// Derive reads (Seq, At, Kind, Event, Step, Error): what record needs, at
-// half the columns of history.
-func (st *Store) derivable(ctx context.Context, q querier, saga, id string) ([]Entry, error) {
-	rows, err := q.Query(ctx, derivableQuery, saga, id)
-	if err != nil {
-		return nil, fmt.Errorf("saga: history of %s: %w", id, err)
-	}
-	defer rows.Close()
-	var out []Entry
-	for rows.Next() {
-		var e Entry
-		var at int64
-		var kind string
-		if err := rows.Scan(&e.Seq, &at, &kind, &e.Event, &e.Step, &e.Error); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
 		e.At, e.Kind = fromNanos(at), EntryKind(kind)
+		if cols == allColumns {
+			e.RecordedAt = fromNanos(rec)
+		}
 		out = append(out, e)
 	}
 	return out, rows.Err()
