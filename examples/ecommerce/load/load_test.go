@@ -234,7 +234,7 @@ func TestLedgersOfAMissingFolder(t *testing.T) {
 }
 
 // TestNoticesFallBack: when the stream of notices is missing, or ends
-// before the run (the shop's "overflow"), the orders still waiting are
+// before the run (the shop's "end" event), the orders still waiting are
 // long-polled, and every order still ends as planned.
 func TestNoticesFallBack(t *testing.T) {
 	tests := []struct {
@@ -245,8 +245,8 @@ func TestNoticesFallBack(t *testing.T) {
 		{"missing", http.NotFound, "long-poll (no stream: GET /orders/notified: 404 Not Found)"},
 		{"overflow", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/event-stream")
-			fmt.Fprint(w, ": ping\n\nevent: overflow\ndata: {}\n\n")
-		}, "stream, then long-poll (the shop ended the stream (overflow))"},
+			fmt.Fprint(w, ": ping\n\nevent: end\ndata: {\"reason\":\"overflow\"}\n\n")
+		}, "stream, then long-poll (the shop ended the stream: overflow)"},
 		{"undecodable", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			fmt.Fprint(w, "event: notified\ndata: {\"order_id\": 7}\n\n")

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,7 +18,7 @@ import (
 // order: one request for the whole run instead of one per order, which
 // is a share of the CPU the run measures when the generator runs in the
 // shop's process. When the stream cannot be opened (an older shop) or
-// ends early (the shop's "overflow", a broken connection), the orders
+// ends early (the shop's "end" event, a broken connection), the orders
 // still waiting go back to the long-poll; none is lost either way.
 
 // maxEarly bounds the notices kept for orders not waited for yet (the
@@ -69,9 +68,6 @@ func openNotices(ctx context.Context, cfg Config) (*notices, error) {
 	return n, nil
 }
 
-// errOverflow: the shop ended the stream, which fell behind or closed.
-var errOverflow = errors.New("the shop ended the stream (overflow)")
-
 // read dispatches the stream's events until it ends; it returns why.
 func (n *notices) read(body io.Reader) error {
 	sc := bufio.NewScanner(body)
@@ -89,8 +85,12 @@ func (n *notices) read(body io.Reader) error {
 					return fmt.Errorf("notice %q: undecodable (%v)", data, err)
 				}
 				n.deliver(nt)
-			case "overflow":
-				return errOverflow
+			case "end":
+				var end struct {
+					Reason string `json:"reason"`
+				}
+				_ = json.Unmarshal(data, &end)
+				return fmt.Errorf("the shop ended the stream: %s", cmpOr(end.Reason, "no reason given"))
 			}
 			event, data = "", data[:0]
 		case line[0] == ':': // a comment: the shop's ping

@@ -137,7 +137,7 @@ func notices(t *testing.T, srv *httptest.Server) <-chan sseEvent {
 
 // TestNotifiedStream: GET /orders/notified sends a notice per order whose
 // customer is told, with the order's final status; CloseStreams ends it
-// with an "overflow" event.
+// with an "end" event, reason "closing".
 func TestNotifiedStream(t *testing.T) {
 	s, srv := startStack(t, shop.PaymentConfig{DeclinedMethod: "card-declined"})
 	events := notices(t, srv)
@@ -171,10 +171,10 @@ func TestNotifiedStream(t *testing.T) {
 		}
 	}
 	s.Order.CloseStreams()
-	if ev := <-events; ev.name != "overflow" {
-		t.Fatalf("after CloseStreams: %+v, want overflow", ev)
+	if ev := <-events; ev.name != "end" || ev.data != `{"reason":"closing"}` {
+		t.Fatalf("after CloseStreams: %+v, want the end, closing", ev)
 	}
 	if ev, ok := <-events; ok {
-		t.Fatalf("after overflow: %+v, want the end", ev)
+		t.Fatalf("after the end event: %+v, want the stream's end", ev)
 	}
 }

@@ -17,8 +17,8 @@ type Notice struct {
 }
 
 // noticeBuffer is how many notices a stream may fall behind by before it
-// is ended with an "overflow" event (its client then asks for the orders
-// it still waits for, one by one).
+// is ended (its client then asks for the orders it still waits for, one
+// by one).
 const noticeBuffer = 8192
 
 // notices fans the notices out to the open streams. Safe for concurrent
@@ -30,11 +30,19 @@ type notices struct {
 }
 
 // noticeSub is one stream's subscription: ended is closed when it fell
-// behind or the service closed its streams.
+// behind (reason "overflow") or the service closed its streams ("closing");
+// reason is set before.
 type noticeSub struct {
-	ch    chan Notice
-	ended chan struct{}
+	ch     chan Notice
+	ended  chan struct{}
+	reason string
 }
+
+// Reasons a stream ends, in its "end" event.
+const (
+	endOverflow = "overflow"
+	endClosing  = "closing"
+)
 
 // subscribe opens a subscription; cancel ends it.
 func (n *notices) subscribe() (sub *noticeSub, cancel func()) {
@@ -42,6 +50,7 @@ func (n *notices) subscribe() (sub *noticeSub, cancel func()) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
+		sub.reason = endClosing
 		close(sub.ended)
 		return sub, func() {}
 	}
@@ -72,6 +81,7 @@ func (n *notices) publish(nt Notice) {
 		case sub.ch <- nt:
 		default:
 			delete(n.subs, sub)
+			sub.reason = endOverflow
 			close(sub.ended)
 		}
 	}
@@ -84,6 +94,7 @@ func (n *notices) close() {
 	n.closed = true
 	for sub := range n.subs {
 		delete(n.subs, sub)
+		sub.reason = endClosing
 		close(sub.ended)
 	}
 }
@@ -95,10 +106,11 @@ func (s *OrderService) CloseStreams() { s.notices.close() }
 
 // streamNotified serves GET /orders/notified: a server-sent event
 // "notified" (data: a Notice) per order whose customer is told from now
-// on, in commit order. A client that falls noticeBuffer notices behind
-// gets an "overflow" event, and so does every client when the service
-// closes its streams; the stream then ends. A comment line every
-// streamPing keeps an idle stream's connection open through proxies.
+// on, in commit order. The stream ends with an "end" event, data
+// {"reason": "overflow"} for a client that fell noticeBuffer notices
+// behind, {"reason": "closing"} when the service closes its streams. A
+// comment line every streamPing keeps an idle stream's connection open
+// through proxies.
 func (s *OrderService) streamNotified(w http.ResponseWriter, r *http.Request) {
 	sub, cancel := s.notices.subscribe()
 	defer cancel()
@@ -139,7 +151,7 @@ func (s *OrderService) streamNotified(w http.ResponseWriter, r *http.Request) {
 			if len(sub.ch) > 0 {
 				continue // what it was sent before it ended, first
 			}
-			_, _ = fmt.Fprint(w, "event: overflow\ndata: {}\n\n")
+			_, _ = fmt.Fprintf(w, "event: end\ndata: {\"reason\":%q}\n\n", sub.reason)
 			_ = rc.Flush()
 			return
 		}

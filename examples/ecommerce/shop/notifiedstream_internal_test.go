@@ -24,6 +24,9 @@ func TestNoticesOverflow(t *testing.T) {
 	default:
 		t.Fatal("a subscription behind by more than its buffer was not ended")
 	}
+	if slow.reason != endOverflow {
+		t.Errorf("ended for %q, want %q", slow.reason, endOverflow)
+	}
 	if len(slow.ch) != noticeBuffer {
 		t.Fatalf("the ended subscription kept %d notices, want %d", len(slow.ch), noticeBuffer)
 	}
@@ -37,6 +40,9 @@ func TestNoticesOverflow(t *testing.T) {
 	}
 	n.close()
 	<-fast.ended
+	if fast.reason != endClosing {
+		t.Errorf("closed for %q, want %q", fast.reason, endClosing)
+	}
 	late, cancelLate := n.subscribe()
 	defer cancelLate()
 	<-late.ended // refused after close
