@@ -79,14 +79,7 @@ func TestOneTrace(t *testing.T) {
 
 	c := busNodes(t, "twopc-trace")
 	ctx, root := tp.Tracer("test").Start(context.Background(), "checkout")
-	var bs []twopc.Branch
-	for _, n := range partNames {
-		b, err := twopc.NewBranch(n, item{Amount: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs = append(bs, b)
-	}
+	bs := unitBranches(t)
 	if err := c.Begin(ctx, "traced", bs); err != nil {
 		t.Fatal(err)
 	}
@@ -121,14 +114,7 @@ func TestBeginRacingRecover(t *testing.T) {
 		}
 		return nil
 	}))
-	var bs []twopc.Branch
-	for _, n := range partNames {
-		b, err := twopc.NewBranch(n, item{Amount: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs = append(bs, b)
-	}
+	bs := unitBranches(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := c.Begin(ctx, "raced", bs); err != nil {
@@ -137,4 +123,18 @@ func TestBeginRacingRecover(t *testing.T) {
 	if o, err := c.Wait(ctx, "raced"); err != nil || o != twopc.Commit {
 		t.Fatalf("outcome %v, %v; want commit", o, err)
 	}
+}
+
+// unitBranches is a branch of amount 1 for each of partNames.
+func unitBranches(t *testing.T) []twopc.Branch {
+	t.Helper()
+	var bs []twopc.Branch
+	for _, n := range partNames {
+		b, err := twopc.NewBranch(n, item{Amount: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, b)
+	}
+	return bs
 }
