@@ -71,10 +71,10 @@ type TrackerConfig struct {
 // derives the instance's state again (Derive). Each message is recorded
 // once: the history's key (saga, id, message id) turns a redelivery into
 // a no-op. The messages its consumers hold at one moment are recorded in
-// one transaction. It
-// checks deadlines, emitting TimedOutEvent through its outbox, and emits
-// FailedEvent when an instance is parked in state failed. Replicas may
-// run against one database and one queue. Safe for concurrent use.
+// one transaction. It checks deadlines, emitting TimedOutEvent through its
+// outbox, and emits FailedEvent when an instance is parked in state
+// failed. Replicas may run against one database and one queue. Safe for
+// concurrent use.
 type Tracker struct {
 	s      *Saga
 	store  *Store
@@ -166,7 +166,8 @@ func (t *Tracker) Run(ctx context.Context) error {
 	// batcher has settled the last one.
 	in := make(chan *message.Message)
 	events := t.events()
-	for i := range max(t.cfg.Consumers, len(events)) {
+	consumers := max(t.cfg.Consumers, len(events))
+	for i := range consumers {
 		ev := events[i%len(events)]
 		msgs, err := sub.Subscribe(runCtx, ev)
 		if err != nil {
@@ -184,7 +185,7 @@ func (t *Tracker) Run(ctx context.Context) error {
 			}
 		})
 	}
-	wg.Go(func() { t.consume(runCtx, in, max(t.cfg.Consumers, len(events))) })
+	wg.Go(func() { t.consume(runCtx, in, consumers) })
 	relay := outbox.NewRelay(t.store.db, pub, t.cfg.Relay, t.logger)
 	wg.Go(func() { _ = relay.Run(runCtx) })
 	wg.Go(func() { t.deadlines(runCtx) })
