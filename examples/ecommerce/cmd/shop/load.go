@@ -10,11 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime/pprof"
 	"time"
 
 	"github.com/troupehq/troupe/examples/ecommerce/load"
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
+	"github.com/troupehq/troupe/internal/cpuprofile"
 )
 
 // runLoad is "shop load": the load generator (see docs/ecommerce-load.md).
@@ -47,7 +47,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.BoolVar(&cfg.LongPoll, "long-poll", false, "wait for each order with GET /orders/{id}?wait=notified instead of following GET /orders/notified")
 	inprocess := fs.Bool("inprocess", false, "start the whole stack in this process (bundled broker, SQLite in a fresh folder unless -data is given)")
 	transient := fs.Float64("transient-failures", 0.05, "with -inprocess: share of first charge attempts that time out")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	metricsAddr := fs.String("metrics-addr", "", "with -inprocess: serve /metrics on this address instead of on the order API's")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -102,8 +102,8 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		defer ledgers.Close()
 		books = ledgers.Books
 	}
-	if *cpuprofile != "" {
-		stop, err := startCPUProfile(*cpuprofile)
+	if *cpuProfile != "" {
+		stop, err := cpuprofile.Start(*cpuProfile)
 		if err != nil {
 			return err
 		}
@@ -222,20 +222,4 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// startCPUProfile profiles the process's CPU into a new file at path until
-// stop, which writes the profile out.
-func startCPUProfile(path string) (stop func() error, err error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("-cpuprofile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		return nil, errors.Join(fmt.Errorf("-cpuprofile: %w", err), f.Close())
-	}
-	return func() error {
-		pprof.StopCPUProfile()
-		return f.Close()
-	}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
+	"github.com/troupehq/troupe/internal/cpuprofile"
 	"github.com/troupehq/troupe/tracing"
 )
 
@@ -53,11 +54,11 @@ func serve(ctx context.Context, name string, o *options, cfg shop.Config, stdout
 		traceName, prefix = "shop", "shop: "
 	}
 	if o.cpuProfile != "" {
-		stop, err := startCPUProfile(o.cpuProfile)
+		stop, err := cpuprofile.Start(o.cpuProfile)
 		if err != nil {
 			return err
 		}
-		defer func() { err = errors.Join(err, stop()) }()
+		defer stop()
 	}
 	shutdownTracing, err := tracing.Setup(ctx, traceName)
 	if err != nil {
