@@ -301,11 +301,22 @@ func (db *DB) Rebind(query string) string {
 // Tx is a transaction on a DB: the service's writes, the inbox row of the
 // message being handled and (with the outbox) the events to publish commit
 // together.
+//
+// On SQLite the transaction is a group's (see InTx), and its Exec, Query
+// and QueryRow do not interrupt a running statement when ctx ends: SQLite
+// would roll the whole transaction back, the other members' writes with
+// it. They check ctx before each statement instead, and a member whose
+// context ended fails alone. The methods of the embedded *sql.Tx
+// (ExecContext...) take no such care.
 type Tx struct {
 	*sql.Tx
 	db          *DB
 	added       int // outbox rows written
 	afterCommit []func()
+	// bound holds the group's cached statements bound to its transaction
+	// (SQLite), shared by the members, which run one after another: each
+	// is bound once per group, not once per call.
+	bound map[string]*sql.Stmt
 }
 
 // AfterCommit registers f to run once tx has committed (in InTx's
@@ -317,7 +328,8 @@ func (tx *Tx) AfterCommit(f func()) { tx.afterCommit = append(tx.afterCommit, f)
 // Exec runs a statement written with ? placeholders. On SQLite the
 // statement is prepared once per connection and reused.
 func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if st := tx.stmt(ctx, query); st != nil {
+	st, ctx := tx.stmt(ctx, query)
+	if st != nil {
 		return st.ExecContext(ctx, args...)
 	}
 	return tx.ExecContext(ctx, tx.db.Rebind(query), args...)
@@ -326,7 +338,8 @@ func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, 
 // QueryRow runs a query written with ? placeholders, prepared once like
 // Exec's.
 func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
-	if st := tx.stmt(ctx, query); st != nil {
+	st, ctx := tx.stmt(ctx, query)
+	if st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
 	return tx.QueryRowContext(ctx, tx.db.Rebind(query), args...)
@@ -335,20 +348,37 @@ func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row 
 // Query runs a query written with ? placeholders, prepared once like
 // Exec's.
 func (tx *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if st := tx.stmt(ctx, query); st != nil {
+	st, ctx := tx.stmt(ctx, query)
+	if st != nil {
 		return st.QueryContext(ctx, args...)
 	}
 	return tx.QueryContext(ctx, tx.db.Rebind(query), args...)
 }
 
-// stmt returns query's cached statement bound to tx; nil when not cached
-// (PostgreSQL, or the cache is full). The bound statement closes with tx.
-func (tx *Tx) stmt(ctx context.Context, query string) *sql.Stmt {
+// stmt returns query's cached statement bound to tx, and the context to
+// run it with; nil when not cached (PostgreSQL, or the cache is full).
+// The bound statement closes with tx. On SQLite the context no longer
+// interrupts the statement once it runs (see Tx), unless it already ended:
+// then database/sql fails the call before the statement starts.
+func (tx *Tx) stmt(ctx context.Context, query string) (*sql.Stmt, context.Context) {
+	if tx.db.dialect != SQLite {
+		return nil, ctx
+	}
+	if ctx.Err() == nil {
+		ctx = context.WithoutCancel(ctx)
+	}
+	if st, ok := tx.bound[query]; ok {
+		return st, ctx
+	}
 	st := tx.db.cached(ctx, query)
 	if st == nil {
-		return nil
+		return nil, ctx
 	}
-	return tx.StmtContext(ctx, st)
+	st = tx.StmtContext(ctx, st)
+	if tx.bound != nil {
+		tx.bound[query] = st
+	}
+	return st, ctx
 }
 
 // InTx runs f in a transaction, committed when f returns nil and rolled

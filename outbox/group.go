@@ -158,9 +158,10 @@ func (db *DB) runGroup(first *member) []*member {
 	}
 	var broken error // a savepoint that could not be undone spoils the group
 	added := 0
+	bound := map[string]*sql.Stmt{}
 	for i := 0; i < len(members) && broken == nil; i++ {
 		m := members[i]
-		m.tx = &Tx{Tx: sqltx, db: db}
+		m.tx = &Tx{Tx: sqltx, db: db, bound: bound}
 		broken = db.runMember(sqltx, m)
 		if m.err == nil {
 			added += m.tx.added

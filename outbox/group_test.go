@@ -287,3 +287,47 @@ func TestCloseDuringGroup(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestGroupMemberCancelledMidStatement: a member's context that ends while
+// its statement runs does not interrupt the statement. SQLite would roll
+// back the whole shared transaction, the writes of the members before it
+// included.
+func TestGroupMemberCancelledMidStatement(t *testing.T) {
+	db := openGroupDB(t)
+	ctx := context.Background()
+	release := make(chan struct{})
+	var first, second error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		first = db.InTx(ctx, func(tx *Tx) error {
+			<-release
+			_, err := tx.Exec(ctx, `INSERT INTO t (v) VALUES (?)`, -1)
+			return err
+		})
+	})
+	queued(t, db, 0)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() {
+		second = db.InTx(cctx, func(tx *Tx) error {
+			// Long enough (a few hundred ms) for the cancel to land
+			// while it runs.
+			_, err := tx.Exec(cctx, `INSERT INTO t (v)
+				WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000)
+				SELECT x FROM c`)
+			return err
+		})
+	})
+	queued(t, db, 1)
+	close(release)
+	time.Sleep(30 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	if first != nil || second != nil {
+		t.Fatalf("InTx: %v, %v; want both committed", first, second)
+	}
+	got := values(t, db)
+	if !got[-1] || len(got) != 300001 {
+		t.Fatalf("%d rows committed (first member's: %v), want 300001", len(got), got[-1])
+	}
+}
