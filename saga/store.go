@@ -1,11 +1,15 @@
 package saga
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/troupehq/troupe/outbox"
@@ -80,79 +84,187 @@ func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
 // status again. It reports the status before and after, and false when
 // the entry's message id was recorded already (nothing changed).
 func (st *Store) record(ctx context.Context, tx *outbox.Tx, s *Saga, id string, e Entry) (before, after Status, added bool, err error) {
-	// On PostgreSQL the instance's row is created or locked (a no-op
-	// update) first, for the rest of tx, so that two events of one
-	// instance recorded at once by two replicas are derived one after the
-	// other. SQLite's immediate transaction holds the database's lock
-	// already.
-	if st.db.Dialect() == outbox.Postgres {
-		if _, err := tx.Exec(ctx, `INSERT INTO troupe_sagas (saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline)
-			VALUES (?, ?, ?, '', '', ?, ?, NULL, '') ON CONFLICT (saga, id) DO UPDATE SET saga = troupe_sagas.saga`,
-			s.Name, id, string(Running), nanos(e.At), nanos(e.RecordedAt)); err != nil {
-			return before, after, false, fmt.Errorf("saga: instance %s: %w", id, err)
-		}
-	}
-	history, err := st.readHistory(ctx, tx, s.Name, id, derivableColumns)
+	rs, err := st.recordAll(ctx, tx, s, []pending{{id, e}})
 	if err != nil {
 		return before, after, false, err
 	}
-	before = Derive(s, history)
-	if len(history) == 0 {
-		before = Status{}
-	}
-	seq, added, err := st.insertEntry(ctx, tx, s.Name, id, e)
-	if err != nil {
-		return before, after, false, fmt.Errorf("saga: history of %s: %w", id, err)
-	}
-	if !added {
-		return before, before, false, nil
-	}
-	e.Seq = seq
-	after = Derive(s, append(history, e))
-	var deadline any
-	if !after.DeadlineAt.IsZero() {
-		deadline = nanos(after.DeadlineAt)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO troupe_sagas (saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (saga, id) DO UPDATE SET state = excluded.state, step = excluded.step,
-		reason = excluded.reason, started_at = excluded.started_at, updated_at = excluded.updated_at,
-		deadline_at = excluded.deadline_at, deadline = excluded.deadline`,
-		s.Name, id, string(after.State), after.Step, after.Reason, nanos(after.StartedAt), nanos(e.RecordedAt),
-		deadline, after.Deadline); err != nil {
-		return before, after, false, fmt.Errorf("saga: update %s: %w", id, err)
-	}
-	return before, after, true, nil
+	return rs[0].before, rs[0].after, rs[0].added, nil
 }
 
-// insertEntryQuery adds an entry to the history unless its message id is
-// there already. Arguments: the columns, in order.
-const insertEntryQuery = `INSERT INTO troupe_saga_history (saga, id, at, recorded_at, kind, event, message_id, causation_id, step, meaning, error, actor, queue, trace_id)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (saga, id, message_id) DO NOTHING`
+// pending is an entry to add to the history of instance id.
+type pending struct {
+	id string
+	e  Entry
+}
 
-// insertEntry adds e to the history of (saga, id) in tx and returns its
-// sequence number; false when its message id was recorded already.
-func (st *Store) insertEntry(ctx context.Context, tx *outbox.Tx, saga, id string, e Entry) (int64, bool, error) {
-	args := []any{saga, id, nanos(e.At), nanos(e.RecordedAt), string(e.Kind), e.Event, e.MessageID, e.CausationID, e.Step, e.Meaning, e.Error, e.Actor, e.Queue, e.TraceID}
-	if st.db.Dialect() == outbox.Postgres {
-		var seq int64
-		err := tx.QueryRow(ctx, insertEntryQuery+` RETURNING seq`, args...).Scan(&seq)
-		if errors.Is(err, sql.ErrNoRows) {
-			return 0, false, nil
+// recorded is what adding a pending entry did: the instance's status
+// before and after, and false when the entry's message id was recorded
+// already (nothing changed).
+type recorded struct {
+	before, after Status
+	added         bool
+}
+
+// recordAll adds the entries of items to their instances' histories in
+// tx, in the order of items, and derives the instances' statuses again.
+// Whatever the number of items and instances, it reads the histories in
+// one statement and writes the new entries and the instances' rows in a
+// few multi-row statements; the statuses are derived in memory, each
+// entry's from its instance's history and the entries before it in items.
+// An entry whose message id is in its instance's history (or earlier in
+// items) is not added. The histories read are exact: on PostgreSQL the
+// instances' rows are created or locked (a no-op update) first, in id
+// order, for the rest of tx, so that two replicas recording events of one
+// instance at once derive one after the other (and do not deadlock);
+// SQLite's immediate transaction holds the database's lock already.
+func (st *Store) recordAll(ctx context.Context, tx *outbox.Tx, s *Saga, items []pending) ([]recorded, error) {
+	type instance struct {
+		history []Entry
+		seen    map[string]bool // message ids in history
+		status  Status          // derived from history; zero while empty
+		last    Entry           // the newest entry added, when changed
+		changed bool
+	}
+	byID := map[string]*instance{}
+	var ids []string
+	for _, it := range items {
+		if byID[it.id] == nil {
+			byID[it.id] = &instance{seen: map[string]bool{}}
+			ids = append(ids, it.id)
 		}
-		return seq, err == nil, err
 	}
-	// SQLite: seq is the rowid; an Exec reports it without a result set
-	// to step through (a third of the statement's cost).
-	res, err := tx.Exec(ctx, insertEntryQuery, args...)
+	slices.Sort(ids)
+	if st.db.Dialect() == outbox.Postgres {
+		for _, id := range ids {
+			e := items[slices.IndexFunc(items, func(p pending) bool { return p.id == id })].e
+			if _, err := tx.Exec(ctx, `INSERT INTO troupe_sagas (saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline)
+				VALUES (?, ?, ?, '', '', ?, ?, NULL, '') ON CONFLICT (saga, id) DO UPDATE SET saga = troupe_sagas.saga`,
+				s.Name, id, string(Running), nanos(e.At), nanos(e.RecordedAt)); err != nil {
+				return nil, fmt.Errorf("saga: instance %s: %w", id, err)
+			}
+		}
+	}
+	histories, err := st.readHistories(ctx, tx, s.Name, ids)
 	if err != nil {
-		return 0, false, err
+		return nil, err
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return 0, false, err
+	for id, h := range histories {
+		in := byID[id]
+		in.history = h
+		for _, e := range h {
+			in.seen[e.MessageID] = true
+		}
+		in.status = Derive(s, h)
 	}
-	seq, err := res.LastInsertId()
-	return seq, err == nil, err
+	out := make([]recorded, len(items))
+	var added []pending
+	for i, it := range items {
+		in := byID[it.id]
+		if in.seen[it.e.MessageID] {
+			out[i] = recorded{before: in.status, after: in.status}
+			continue
+		}
+		// Seq orders the history in Derive; the entries of one instance
+		// are inserted in this order, so their rows' seq keep it.
+		e := it.e
+		e.Seq = 1
+		if n := len(in.history); n > 0 {
+			e.Seq = in.history[n-1].Seq + 1
+		}
+		before := in.status
+		in.history = append(in.history, e)
+		in.seen[e.MessageID] = true
+		in.status, in.last, in.changed = Derive(s, in.history), e, true
+		out[i] = recorded{before: before, after: in.status, added: true}
+		added = append(added, it)
+	}
+	if err := st.insertEntries(ctx, tx, s.Name, added); err != nil {
+		return nil, err
+	}
+	var rows [][]any
+	for _, id := range ids {
+		in := byID[id]
+		if !in.changed {
+			continue
+		}
+		var deadline any
+		if !in.status.DeadlineAt.IsZero() {
+			deadline = nanos(in.status.DeadlineAt)
+		}
+		rows = append(rows, []any{s.Name, id, string(in.status.State), in.status.Step, in.status.Reason,
+			nanos(in.status.StartedAt), nanos(in.last.RecordedAt), deadline, in.status.Deadline})
+	}
+	if err := execRows(ctx, tx, upsertInstances, rows); err != nil {
+		return nil, fmt.Errorf("saga: update instances: %w", err)
+	}
+	return out, nil
 }
+
+// insertEntries adds the entries of items to the history, in order.
+func (st *Store) insertEntries(ctx context.Context, tx *outbox.Tx, saga string, items []pending) error {
+	rows := make([][]any, len(items))
+	for i, it := range items {
+		e := it.e
+		rows[i] = []any{saga, it.id, nanos(e.At), nanos(e.RecordedAt), string(e.Kind), e.Event, e.MessageID,
+			e.CausationID, e.Step, e.Meaning, e.Error, e.Actor, e.Queue, e.TraceID}
+	}
+	if err := execRows(ctx, tx, insertHistory, rows); err != nil {
+		return fmt.Errorf("saga: history: %w", err)
+	}
+	return nil
+}
+
+// rowsStatement is a multi-row INSERT: head, then one parenthesized
+// tuple of width placeholders per row, then tail.
+type rowsStatement struct {
+	head, tail string
+	width      int
+	// texts[k] is the statement for 1<<k rows.
+	texts [maxRowsShift + 1]string
+}
+
+// maxRowsShift: a statement writes at most 1<<maxRowsShift rows (448
+// placeholders for the history's 14 columns).
+const maxRowsShift = 5
+
+func newRowsStatement(head string, width int, tail string) *rowsStatement {
+	rs := &rowsStatement{head: head, tail: tail, width: width}
+	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", width), ", ") + ")"
+	for k := range rs.texts {
+		rs.texts[k] = head + " VALUES " + strings.TrimSuffix(strings.Repeat(tuple+", ", 1<<k), ", ") + tail
+	}
+	return rs
+}
+
+// execRows writes rows with statement rs, in order: in runs of a power of
+// two rows, so that a few statement texts (each prepared once) cover
+// every count.
+func execRows(ctx context.Context, tx *outbox.Tx, rs *rowsStatement, rows [][]any) error {
+	for len(rows) > 0 {
+		k := min(bits.Len(uint(len(rows)))-1, maxRowsShift)
+		n := 1 << k
+		args := make([]any, 0, n*rs.width)
+		for _, r := range rows[:n] {
+			args = append(args, r...)
+		}
+		if _, err := tx.Exec(ctx, rs.texts[k], args...); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
+}
+
+// insertHistory adds entries to histories. A message id recorded already
+// is a conflict (an error): recordAll reads the histories first and adds
+// only new ones.
+var insertHistory = newRowsStatement(`INSERT INTO troupe_saga_history (saga, id, at, recorded_at, kind, event, message_id, causation_id, step, meaning, error, actor, queue, trace_id)`, 14, "")
+
+// upsertInstances writes instances' rows.
+var upsertInstances = newRowsStatement(`INSERT INTO troupe_sagas (saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline)`, 9,
+	` ON CONFLICT (saga, id) DO UPDATE SET state = excluded.state, step = excluded.step,
+		reason = excluded.reason, started_at = excluded.started_at, updated_at = excluded.updated_at,
+		deadline_at = excluded.deadline_at, deadline = excluded.deadline`)
 
 // lock takes the instance's row lock for the rest of tx (PostgreSQL; on
 // SQLite the immediate transaction already holds the database's).
@@ -177,32 +289,55 @@ type querier interface {
 const historyQuery = `SELECT seq, at, recorded_at, kind, event, message_id, causation_id, step, meaning, error, actor, queue, trace_id
 	FROM troupe_saga_history WHERE saga = ? AND id = ? ORDER BY seq`
 
-// history reads an instance's history through q.
-func (st *Store) history(ctx context.Context, q querier, saga, id string) ([]Entry, error) {
-	return st.readHistory(ctx, q, saga, id, allColumns)
-}
-
-// derivableQuery selects the columns of an instance's history that Derive
-// reads. Arguments: saga, id.
-const derivableQuery = `SELECT seq, at, kind, event, step, error FROM troupe_saga_history WHERE saga = ? AND id = ? ORDER BY seq`
-
-// historyColumns says which columns of a history to read.
-type historyColumns uint8
-
+// derivableQuery selects, for the instances of a saga whose ids are in a
+// list, the columns of their histories that Derive reads, and the message
+// ids. Arguments: saga, the ids (a JSON array on SQLite, an array on
+// PostgreSQL, so that the statement's text is the same for any count).
 const (
-	allColumns historyColumns = iota
-	// derivableColumns are those Derive reads (Seq, At, Kind, Event,
-	// Step, Error): what record needs, at half the columns.
-	derivableColumns
+	derivableQuery         = `SELECT id, seq, at, kind, event, step, error, message_id FROM troupe_saga_history WHERE saga = ? AND id `
+	derivableQuerySQLite   = derivableQuery + `IN (SELECT value FROM json_each(?))`
+	derivableQueryPostgres = derivableQuery + `= ANY(?)`
 )
 
-// readHistory reads an instance's history through q, the fields of cols.
-func (st *Store) readHistory(ctx context.Context, q querier, saga, id string, cols historyColumns) ([]Entry, error) {
-	query := historyQuery
-	if cols == derivableColumns {
-		query = derivableQuery
+// readHistories reads the histories of instances ids of saga through q,
+// the fields Derive reads and the message ids, each history in seq order.
+func (st *Store) readHistories(ctx context.Context, q querier, saga string, ids []string) (map[string][]Entry, error) {
+	query, list := derivableQueryPostgres, any(ids)
+	if st.db.Dialect() == outbox.SQLite {
+		b, err := json.Marshal(ids)
+		if err != nil {
+			return nil, err
+		}
+		query, list = derivableQuerySQLite, string(b)
 	}
-	rows, err := q.Query(ctx, query, saga, id)
+	rows, err := q.Query(ctx, query, saga, list)
+	if err != nil {
+		return nil, fmt.Errorf("saga: histories: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]Entry{}
+	for rows.Next() {
+		var e Entry
+		var id, kind string
+		var at int64
+		if err := rows.Scan(&id, &e.Seq, &at, &kind, &e.Event, &e.Step, &e.Error, &e.MessageID); err != nil {
+			return nil, fmt.Errorf("saga: histories: %w", err)
+		}
+		e.At, e.Kind = fromNanos(at), EntryKind(kind)
+		out[id] = append(out[id], e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("saga: histories: %w", err)
+	}
+	for _, h := range out {
+		slices.SortFunc(h, func(a, b Entry) int { return cmp.Compare(a.Seq, b.Seq) })
+	}
+	return out, nil
+}
+
+// history reads an instance's history through q, in seq order.
+func (st *Store) history(ctx context.Context, q querier, saga, id string) ([]Entry, error) {
+	rows, err := q.Query(ctx, historyQuery, saga, id)
 	if err != nil {
 		return nil, fmt.Errorf("saga: history of %s: %w", id, err)
 	}
@@ -212,17 +347,10 @@ func (st *Store) readHistory(ctx context.Context, q querier, saga, id string, co
 		var e Entry
 		var at, rec int64
 		var kind string
-		dest := []any{&e.Seq, &at, &rec, &kind, &e.Event, &e.MessageID, &e.CausationID, &e.Step, &e.Meaning, &e.Error, &e.Actor, &e.Queue, &e.TraceID}
-		if cols == derivableColumns {
-			dest = []any{&e.Seq, &at, &kind, &e.Event, &e.Step, &e.Error}
-		}
-		if err := rows.Scan(dest...); err != nil {
+		if err := rows.Scan(&e.Seq, &at, &rec, &kind, &e.Event, &e.MessageID, &e.CausationID, &e.Step, &e.Meaning, &e.Error, &e.Actor, &e.Queue, &e.TraceID); err != nil {
 			return nil, err
 		}
-		e.At, e.Kind = fromNanos(at), EntryKind(kind)
-		if cols == allColumns {
-			e.RecordedAt = fromNanos(rec)
-		}
+		e.At, e.Kind, e.RecordedAt = fromNanos(at), EntryKind(kind), fromNanos(rec)
 		out = append(out, e)
 	}
 	return out, rows.Err()

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -296,24 +295,9 @@ func (t *Tracker) deadlines(ctx context.Context) {
 // An error means nothing was recorded: requeue the message. Safe for
 // concurrent use.
 func (t *Tracker) Handle(ctx context.Context, msg *message.Message) error {
-	md := msg.Metadata
-	id := md.Get(envelope.SagaIDKey)
-	if id == "" {
-		return nil
-	}
-	e, ok := t.entry(msg)
-	if !ok {
-		return nil
-	}
 	// No inbox row: the history's key (saga, id, message id) is the
-	// idempotency key, and record reports a redelivery as not added.
-	return t.store.db.InTx(ctx, func(tx *outbox.Tx) error {
-		before, after, added, err := t.store.record(ctx, tx, t.s, id, e)
-		if err != nil || !added {
-			return err
-		}
-		return t.alert(ctx, tx, id, before, after, msg)
-	})
+	// idempotency key, and a redelivery is not added again.
+	return t.HandleBatch(ctx, []*message.Message{msg})
 }
 
 // HandleBatch records msgs as Handle does each, all in one transaction:
@@ -321,36 +305,29 @@ func (t *Tracker) Handle(ctx context.Context, msg *message.Message) error {
 // Events of one instance are recorded in the order of msgs. Safe for
 // concurrent use.
 func (t *Tracker) HandleBatch(ctx context.Context, msgs []*message.Message) error {
-	type item struct {
-		id  string
-		e   Entry
-		msg *message.Message
-	}
-	items := make([]item, 0, len(msgs))
+	var items []pending
+	var causes []*message.Message
 	for _, msg := range msgs {
 		id := msg.Metadata.Get(envelope.SagaIDKey)
 		if id == "" {
 			continue
 		}
 		if e, ok := t.entry(msg); ok {
-			items = append(items, item{id, e, msg})
+			items = append(items, pending{id, e})
+			causes = append(causes, msg)
 		}
 	}
 	if len(items) == 0 {
 		return nil
 	}
-	// By instance, so that two replicas recording overlapping batches on
-	// PostgreSQL take the instances' row locks in one order (no deadlock);
-	// stable, so that each instance's events keep their order.
-	slices.SortStableFunc(items, func(a, b item) int { return strings.Compare(a.id, b.id) })
 	return t.store.db.InTx(ctx, func(tx *outbox.Tx) error {
-		for _, it := range items {
-			before, after, added, err := t.store.record(ctx, tx, t.s, it.id, it.e)
-			if err != nil {
-				return err
-			}
-			if added {
-				if err := t.alert(ctx, tx, it.id, before, after, it.msg); err != nil {
+		rs, err := t.store.recordAll(ctx, tx, t.s, items)
+		if err != nil {
+			return err
+		}
+		for i, r := range rs {
+			if r.added {
+				if err := t.alert(ctx, tx, items[i].id, r.before, r.after, causes[i]); err != nil {
 					return err
 				}
 			}

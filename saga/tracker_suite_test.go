@@ -585,6 +585,26 @@ func testBatch(t *testing.T, r *rig) {
 	if in.Reason != "declined" {
 		t.Errorf("b2's reason %q, want declined", in.Reason)
 	}
+	// A later batch: a redelivery of an event recorded before changes
+	// nothing; more instances than one statement writes (32) are all
+	// recorded, with their updated_at.
+	later := []*message.Message{placed, r.msg("b1", "order.confirmed", nil)}
+	for i := range 40 {
+		later = append(later, r.msg(fmt.Sprintf("c%d", i), "order.placed", nil))
+	}
+	if err := r.tk.HandleBatch(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	in = r.await("b1", saga.Completed, "confirm", 4)
+	if got := in.History[3].Event; got != "order.confirmed" {
+		t.Errorf("b1's last entry is %s, want order.confirmed", got)
+	}
+	for i := range 40 {
+		in := r.await(fmt.Sprintf("c%d", i), saga.Running, "charge", 1)
+		if !in.UpdatedAt.Equal(in.History[0].RecordedAt) {
+			t.Errorf("%s updated at %v, want its entry's record time %v", in.ID, in.UpdatedAt, in.History[0].RecordedAt)
+		}
+	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
 	if err := r.tk.HandleBatch(cancelled, []*message.Message{r.msg("b3", "order.placed", nil), r.msg("b4", "order.placed", nil)}); err == nil {
