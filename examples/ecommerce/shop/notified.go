@@ -89,7 +89,7 @@ func (s *OrderService) onNotified(ctx context.Context, tx *outbox.Tx, e Notifica
 	if n, _ := res.RowsAffected(); n == 0 {
 		return nil
 	}
-	if err := history(ctx, tx, e.OrderID, status, e.EventName(), e.Kind); err != nil {
+	if _, err := history(ctx, tx, e.OrderID, status, e.EventName(), e.Kind); err != nil {
 		return err
 	}
 	tx.AfterCommit(func() {

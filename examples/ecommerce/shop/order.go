@@ -152,18 +152,26 @@ func (s *OrderService) Place(ctx context.Context, req PlaceRequest, idempotencyK
 			id, req.Customer, string(items), req.Amount, req.PaymentMethod, Pending); err != nil {
 			return err
 		}
-		if err := history(ctx, tx, id, Pending, "order.placed", ""); err != nil {
+		at, err := history(ctx, tx, id, Pending, "order.placed", "")
+		if err != nil {
 			return err
 		}
 		created = true
+		o = Order{ID: id, Customer: req.Customer, Items: req.Items, Amount: req.Amount, PaymentMethod: req.PaymentMethod,
+			Status: Pending, History: []HistoryEntry{{At: at, Status: Pending, Event: "order.placed"}}}
 		return s.em.EmitTx(ctx, tx, OrderPlaced{OrderID: id, Customer: req.Customer, Items: req.Items,
 			Amount: req.Amount, PaymentMethod: req.PaymentMethod}, handlers.WithSagaID(id))
 	})
 	if err != nil {
 		return Order{}, false, fmt.Errorf("place order: %w", err)
 	}
+	if created {
+		// As written: the order may have moved on since, and a GET shows
+		// that; reading it back would cost more than the insert.
+		return o, true, nil
+	}
 	o, err = s.Get(ctx, id)
-	return o, created, err
+	return o, false, err
 }
 
 // ErrNoOrder is returned by Get for an unknown id.
@@ -214,7 +222,7 @@ func (s *OrderService) settle(ctx context.Context, tx *outbox.Tx, id, status, ev
 	if n, _ := res.RowsAffected(); n == 0 {
 		return nil // already settled (or unknown): nothing to do
 	}
-	if err := history(ctx, tx, id, status, event, reason); err != nil {
+	if _, err := history(ctx, tx, id, status, event, reason); err != nil {
 		return err
 	}
 	if status == Confirmed {
@@ -223,10 +231,12 @@ func (s *OrderService) settle(ctx context.Context, tx *outbox.Tx, id, status, ev
 	return handlers.Emit(ctx, OrderCancelled{OrderID: id, Reason: reason})
 }
 
-func history(ctx context.Context, tx *outbox.Tx, id, status, event, detail string) error {
+// history adds an entry to an order's history and returns its time.
+func history(ctx context.Context, tx *outbox.Tx, id, status, event, detail string) (time.Time, error) {
+	at := time.Now().UTC()
 	_, err := tx.Exec(ctx, `INSERT INTO order_history (order_id, at, status, event, detail) VALUES (?, ?, ?, ?, ?)`,
-		id, time.Now().UTC(), status, event, detail)
-	return err
+		id, at, status, event, detail)
+	return at, err
 }
 
 func createSchema(ctx context.Context, db *outbox.DB, stmts []string) error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -202,6 +203,30 @@ func TestDuplicatePostWithIdempotencyKey(t *testing.T) {
 	}
 	if n := count(t, s, shop.PaymentSvc, `SELECT COUNT(*) FROM charges`); n != 1 {
 		t.Fatalf("%d charges", n)
+	}
+}
+
+// TestPlaceAnswersAsStored: POST /orders answers with the order as it was
+// written, not read back: what GET shows of it then (whatever the saga did
+// meanwhile) starts with the same fields and first history entry.
+func TestPlaceAnswersAsStored(t *testing.T) {
+	s, _ := startStack(t, shop.PaymentConfig{})
+	ctx := context.Background()
+	placed, created, err := s.Order.Place(ctx, shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 2, Price: 30}), "")
+	if err != nil || !created {
+		t.Fatalf("Place: %v, created %v", err, created)
+	}
+	got, err := s.Order.Get(ctx, placed.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if placed.Status != shop.Pending || len(placed.History) != 1 || placed.NotifiedAt != nil || placed.Reason != "" {
+		t.Fatalf("placed order %+v, want pending with one history entry", placed)
+	}
+	if !reflect.DeepEqual(placed.Items, got.Items) || placed.Customer != got.Customer || placed.Amount != got.Amount ||
+		placed.PaymentMethod != got.PaymentMethod || !placed.History[0].At.Equal(got.History[0].At) ||
+		placed.History[0].Status != got.History[0].Status || placed.History[0].Event != got.History[0].Event {
+		t.Fatalf("placed %+v, stored %+v", placed, got)
 	}
 }
 

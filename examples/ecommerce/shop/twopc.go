@@ -141,7 +141,7 @@ func (s *Stack) startCoordinator(ctx context.Context, cfg Config, node string, d
 		if n, _ := res.RowsAffected(); n == 0 {
 			return nil
 		}
-		if err := history(ctx, tx, gid, status, event, reason); err != nil {
+		if _, err := history(ctx, tx, gid, status, event, reason); err != nil {
 			return err
 		}
 		if status == Confirmed {
