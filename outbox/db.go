@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -54,6 +55,9 @@ type DB struct {
 	// checkpoints copies the WAL into the database file off the commit
 	// path (SQLite; checkpoint.go).
 	checkpoints checkpointer
+	// handoff, while a relay of this process runs on a SQLite DB, is
+	// where commits hand their rows to it (handoff.go).
+	handoff atomic.Pointer[handoff]
 }
 
 // stmtCache is a bounded cache of prepared statements by query. Safe for
@@ -310,8 +314,12 @@ func (db *DB) Rebind(query string) string {
 // (ExecContext...) take no such care.
 type Tx struct {
 	*sql.Tx
-	db          *DB
-	added       int // outbox rows written
+	db    *DB
+	added int // outbox rows written for the claims
+	// handed are the outbox rows written leased to handoff, to hand it
+	// once the transaction commits.
+	handed      []row
+	handoff     *handoff
 	afterCommit []func()
 	// bound holds the group's cached statements bound to its transaction
 	// (SQLite), shared by the members, which run one after another: each

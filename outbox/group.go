@@ -163,8 +163,10 @@ func (db *DB) runGroup(first *member) []*member {
 		m := members[i]
 		m.tx = &Tx{Tx: sqltx, db: db, bound: bound}
 		broken = db.runMember(sqltx, m)
-		if m.err == nil {
+		if m.err == nil && !m.panicked {
 			added += m.tx.added
+		} else {
+			m.tx.handed = nil // rolled back to its savepoint
 		}
 		if len(members) < maxGroup {
 			members = append(members, db.group.take(maxGroup-len(members))...)
@@ -190,6 +192,11 @@ func (db *DB) runGroup(first *member) []*member {
 	db.checkpoints.commits.Add(1)
 	if added > 0 {
 		db.changed.notify()
+	}
+	for _, m := range members {
+		if m.tx != nil && len(m.tx.handed) > 0 {
+			m.tx.handoff.push(m.tx.handed)
+		}
 	}
 	return members
 }

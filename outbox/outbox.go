@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,8 +28,28 @@ func (tx *Tx) Add(ctx context.Context, topic, orderingKey string, msg *message.M
 	if orderingKey == "" {
 		orderingKey = msg.UUID
 	}
+	now := time.Now().UTC()
+	if h := tx.db.handoff.Load(); h != nil && (tx.handoff == nil || tx.handoff == h) && h.room() {
+		// SQLite, with a relay of this process running (handoff.go).
+		res, err := tx.Exec(ctx, freshInsert, msg.UUID, topic, orderingKey, []byte(msg.Payload), string(md), now,
+			h.tag, now.Add(h.lease), orderingKey, h.tag)
+		if err != nil {
+			return fmt.Errorf("outbox: add %s: %w", msg.UUID, err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 1 {
+			id, err := res.LastInsertId()
+			if err != nil {
+				return fmt.Errorf("outbox: add %s: %w", msg.UUID, err)
+			}
+			tx.handoff = h
+			tx.handed = append(tx.handed, row{id: id, messageID: msg.UUID, topic: topic, key: orderingKey,
+				payload: slices.Clone(msg.Payload), metadata: string(md), createdAt: now})
+			return nil
+		}
+		// Not the head of its key: for the claims, which keep its order.
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO troupe_outbox (message_id, topic, ordering_key, payload, metadata, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)`, msg.UUID, topic, orderingKey, []byte(msg.Payload), string(md), time.Now().UTC()); err != nil {
+		VALUES (?, ?, ?, ?, ?, ?)`, msg.UUID, topic, orderingKey, []byte(msg.Payload), string(md), now); err != nil {
 		return fmt.Errorf("outbox: add %s: %w", msg.UUID, err)
 	}
 	// On PostgreSQL the insert's trigger notifies the relays listening in

@@ -131,35 +131,70 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.db.dialect == Postgres {
 		wg.Go(func() { r.listen(ctx, remote) })
 	}
+	// On SQLite, commits hand their rows to this relay (handoff.go) while
+	// it runs, if no other relay of the process has them; a claim pass
+	// then runs only when rows were written for the claims (local), a
+	// handed-over row was released, or the poll interval passed.
+	h := r.startHandoff(ctx)
+	var handed <-chan struct{}
+	blocked := map[string]time.Time{}
+	if h != nil {
+		defer r.stopHandoff(h)
+		handed = h.wake
+	}
 	backoff := r.cfg.RetryInitial
+	local := r.db.changed.wait()
+	poll := time.NewTimer(0)
+	defer poll.Stop()
+	claims := true
 	for {
-		local := r.db.changed.wait() // before the pass, so no commit is missed
-		select {
-		case <-remote: // a commit notified before this pass: the pass sees it
-		default:
-		}
-		n, err := r.Pass(ctx)
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case err != nil:
-			r.logger.LogAttrs(ctx, slog.LevelWarn, "outbox relay pass failed", slog.String("relay", r.cfg.ID), slog.Any("error", err))
-			if !sleep(ctx, backoff) {
-				return nil
+		moreClaims, moreHanded := false, false
+		if claims {
+			local = r.db.changed.wait() // before the pass, so no commit is missed
+			select {
+			case <-remote: // a commit notified before this pass: the pass sees it
+			default:
 			}
-			backoff = min(2*backoff, r.cfg.RetryMax)
-			continue
-		case n == r.cfg.BatchSize:
+			n, err := r.Pass(ctx)
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case err != nil:
+				r.logger.LogAttrs(ctx, slog.LevelWarn, "outbox relay pass failed", slog.String("relay", r.cfg.ID), slog.Any("error", err))
+				if !sleep(ctx, backoff) {
+					return nil
+				}
+				backoff = min(2*backoff, r.cfg.RetryMax)
+				continue
+			}
 			backoff = r.cfg.RetryInitial
+			moreClaims = n == r.cfg.BatchSize
+			poll.Reset(r.cfg.PollInterval)
+		}
+		if h != nil {
+			n, err := r.passHandoff(ctx, h, blocked)
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case err != nil:
+				r.logger.LogAttrs(ctx, slog.LevelWarn, "outbox relay: settling handed-over rows failed; their lease hands them over",
+					slog.String("relay", r.cfg.ID), slog.Any("error", err))
+			}
+			moreHanded = n == r.cfg.BatchSize
+		}
+		if claims = moreClaims; moreClaims || moreHanded {
 			continue // more is waiting
 		}
-		backoff = r.cfg.RetryInitial
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-local:
+			claims = true
 		case <-remote:
-		case <-time.After(r.cfg.PollInterval):
+			claims = true
+		case <-handed:
+		case <-poll.C:
+			claims = true
 		}
 	}
 }
@@ -239,7 +274,7 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 	done, failures := r.publishUnlessStopped(ctx, rows)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
-	stmts, delays := r.settlement(rows, done, failures, leased)
+	stmts, delays := r.settlement(r.cfg.ID, rows, done, failures, leased)
 	// In the DB's group commit, with the transactions committing meanwhile.
 	err = r.db.InTx(sctx, func(tx *Tx) error {
 		for _, s := range stmts {
@@ -279,7 +314,7 @@ func (r *Relay) passLocked(ctx context.Context) (int, error) {
 	done, failures := r.publishUnlessStopped(ctx, rows)
 	sctx, scancel := context.WithTimeout(tctx, settleTimeout)
 	defer scancel()
-	stmts, delays := r.settlement(rows, done, failures, locked)
+	stmts, delays := r.settlement(r.cfg.ID, rows, done, failures, locked)
 	if err := execAll(sctx, tx, r.db, stmts); err != nil {
 		return len(rows), fmt.Errorf("outbox: settle: %w", err)
 	}
@@ -522,11 +557,12 @@ type stmt struct {
 // are deleted (or, with Retention, marked); refused ones are scheduled
 // for a retry with backoff (the delays are returned); leased rows neither
 // published nor refused (after a refused row of their key) are released.
-// Only rows still leased by this relay are touched (with hold locked, the
-// transaction's locks already guarantee it).
-func (r *Relay) settlement(claimed []row, done []int64, failures []failure, h hold) ([]stmt, []time.Duration) {
+// Only rows still leased to leaseholder (the relay's ID, or its handoff's tag)
+// are touched (with hold locked, the transaction's locks already
+// guarantee it).
+func (r *Relay) settlement(leaseholder string, claimed []row, done []int64, failures []failure, h hold) ([]stmt, []time.Duration) {
 	now := time.Now().UTC()
-	owner, owned := `locked_by = ? AND `, []any{r.cfg.ID}
+	owner, owned := `locked_by = ? AND `, []any{leaseholder}
 	if h == locked {
 		owner, owned = "", nil
 	}
@@ -555,15 +591,16 @@ func (r *Relay) settlement(claimed []row, done []int64, failures []failure, h ho
 		for _, f := range failures {
 			settled[f.id] = true
 		}
-		var rest []any
+		var rest []int64
 		for _, w := range claimed {
 			if !settled[w.id] {
 				rest = append(rest, w.id)
 			}
 		}
 		if len(rest) > 0 {
+			in, ids := r.inIDs(rest)
 			stmts = append(stmts, stmt{`UPDATE troupe_outbox SET locked_by = NULL, locked_until = NULL
-				WHERE locked_by = ? AND id IN (` + placeholders(len(rest)) + `)`, append([]any{r.cfg.ID}, rest...)})
+				WHERE locked_by = ? AND id ` + in, append([]any{leaseholder}, ids...)})
 		}
 	}
 	if r.cfg.Retention > 0 {

@@ -38,6 +38,8 @@ func Run(t *testing.T, newURL NewURL) {
 		{"SeveralRelaysNeverPublishARowTwiceAtOnce", testSeveralRelays},
 		{"RefusedRowRetriedWithoutBlockingOtherKeys", testRefusedRowDoesNotBlockOtherKeys},
 		{"BacklogInOrderDespiteRefusals", testBacklogInOrderDespiteRefusals},
+		{"InOrderDespiteRefusalsWhileRunning", testRefusalsWhileRunning},
+		{"StoppedRelayHandsOverAtOnce", testStoppedRelayHandsOver},
 		{"RelayWokenAtCommit", testWokenAtCommit},
 		{"RelayWokenByAnotherProcessCommit", testWokenByOtherProcess},
 	}

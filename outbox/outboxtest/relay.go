@@ -590,3 +590,112 @@ func testWokenAtCommit(t *testing.T, url string) {
 	add(t, db, "evt", "k", 1, &seq)
 	awaitPublished(t, rec, 5*time.Millisecond, func() {}, "the relay was not woken by the commit (its poll interval is an hour)")
 }
+
+// testRefusalsWhileRunning has a relay run while writers commit several
+// rows per key, each key's commits in turn, and the broker refuse the
+// first try of some rows: each key's rows first reach the broker in commit
+// order. On SQLite the commits hand their rows to the running relay
+// (handoff.go), and a refused row's later rows must wait for its retry.
+func testRefusalsWhileRunning(t *testing.T, url string) {
+	db := open(t, url)
+	// A slow broker and small batches: rows of a key wait behind a refused
+	// one in the relay's hands.
+	rec := &recorder{refuseOnce: map[string]bool{}, delay: time.Millisecond}
+	relay := outbox.NewRelay(db, rec, outbox.RelayConfig{BatchSize: 4, RetryInitial: 5 * time.Millisecond, PollInterval: 10 * time.Millisecond}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = relay.Run(ctx) })
+	defer func() { cancel(); wg.Wait() }()
+	var seq atomic.Int64
+	committed := map[string][]string{}
+	total := 0
+	for i := range 60 {
+		key := fmt.Sprintf("k%d", i%3)
+		id := fmt.Sprintf("%s-%d", key, seq.Load()+1)
+		rec.mu.Lock()
+		rec.refuseOnce[id] = i%7 == 3
+		rec.mu.Unlock()
+		ids := add(t, db, "evt", key, 1+i%3, &seq)
+		committed[key] = append(committed[key], ids...)
+		total += len(ids)
+	}
+	poll(t, fmt.Sprintf("%d rows published and settled", total), func() bool {
+		n, err := db.Pending(context.Background())
+		return err == nil && n == 0
+	})
+	seen := map[string]bool{}
+	firsts := map[string][]string{}
+	for _, m := range rec.snapshot() {
+		if !seen[m.UUID] {
+			seen[m.UUID] = true
+			firsts[m.Metadata.Get("key")] = append(firsts[m.Metadata.Get("key")], m.UUID)
+		}
+	}
+	for key, ids := range committed {
+		if !slices.Equal(firsts[key], ids) {
+			t.Fatalf("key %s first published as %v, committed %v", key, firsts[key], ids)
+		}
+	}
+	if s := relay.Stats(); s.Failed == 0 {
+		t.Fatalf("stats %+v: no refusal counted", s)
+	}
+}
+
+// testStoppedRelayHandsOver stops a relay while the rows committed as it
+// ran are not all published: another relay publishes the rest at once,
+// although the first one's lease is an hour (on SQLite, the stopped relay
+// released the rows handed to it).
+func testStoppedRelayHandsOver(t *testing.T, url string) {
+	db := open(t, url)
+	var stop context.CancelFunc
+	var calls atomic.Int64
+	first := &recorder{delay: 2 * time.Millisecond, after: func() {
+		if calls.Add(1) == 3 {
+			stop()
+		}
+	}}
+	r1 := outbox.NewRelay(db, first, outbox.RelayConfig{ID: "r1", Lease: time.Hour, BatchSize: 4, Concurrency: 1, PollInterval: time.Hour}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	stop = cancel
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r1.Run(ctx) }()
+	var seq atomic.Int64
+	committed := map[string][]string{}
+	total := 0
+	for i := range 20 {
+		key := fmt.Sprintf("k%d", i%5)
+		committed[key] = append(committed[key], add(t, db, "evt", key, 2, &seq)...)
+		total += 2
+	}
+	<-done
+	if n := len(first.snapshot()); n >= total {
+		t.Fatalf("the first relay published all %d rows before it stopped", n)
+	}
+	rec := &recorder{}
+	r2 := outbox.NewRelay(db, rec, outbox.RelayConfig{ID: "r2", PollInterval: 10 * time.Millisecond}, nil)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = r2.Run(ctx2) })
+	defer func() { cancel2(); wg.Wait() }()
+	start := time.Now()
+	poll(t, "the rest published by the second relay", func() bool {
+		n, err := db.Pending(context.Background())
+		return err == nil && n == 0
+	})
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the second relay took %v: it waited for the first one's lease", d)
+	}
+	firsts := map[string][]string{}
+	seen := map[string]bool{}
+	for _, m := range slices.Concat(first.snapshot(), rec.snapshot()) {
+		if !seen[m.UUID] {
+			seen[m.UUID] = true
+			firsts[m.Metadata.Get("key")] = append(firsts[m.Metadata.Get("key")], m.UUID)
+		}
+	}
+	for key, ids := range committed {
+		if !slices.Equal(firsts[key], ids) {
+			t.Fatalf("key %s first published as %v, committed %v", key, firsts[key], ids)
+		}
+	}
+}
