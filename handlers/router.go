@@ -11,12 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/troupehq/troupe/internal/telemetry"
+	"github.com/troupehq/troupe/internal/wmlog"
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/transport/bus"
@@ -239,7 +239,7 @@ func NewRouter(cfg Config, tr transport.Transport, opts ...Option) (*Router, err
 		r.idem = r.db
 	}
 	r.tel = telemetry.New(r.mp)
-	wr, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, watermill.NewSlogLogger(r.logger))
+	wr, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, wmlog.New(r.logger))
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -41,9 +42,13 @@ func (tx *Tx) Add(ctx context.Context, topic, orderingKey string, msg *message.M
 			if err != nil {
 				return fmt.Errorf("outbox: add %s: %w", msg.UUID, err)
 			}
+			md := maps.Clone(msg.Metadata)
+			if md == nil {
+				md = message.Metadata{}
+			}
 			tx.handoff = h
 			tx.handed = append(tx.handed, row{id: id, messageID: msg.UUID, topic: topic, key: orderingKey,
-				payload: slices.Clone(msg.Payload), metadata: string(md), createdAt: now})
+				payload: slices.Clone(msg.Payload), md: md, createdAt: now})
 			return nil
 		}
 		// Not the head of its key: for the claims, which keep its order.

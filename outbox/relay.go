@@ -255,6 +255,9 @@ type row struct {
 	metadata              string
 	attempts              int
 	createdAt             time.Time
+	// md is the metadata itself, of a row handed over at commit; nil for
+	// a claimed row, whose metadata is decoded.
+	md message.Metadata
 }
 
 // Pass claims a batch of rows, publishes them and settles them; it returns
@@ -493,7 +496,9 @@ func (r *Relay) publishKey(ctx context.Context, rows []row) ([]int64, *failure) 
 		spans := make([]trace.Span, n)
 		for i, w := range rows[:n] {
 			msgs[i] = message.NewMessage(w.messageID, w.payload)
-			if err := json.Unmarshal([]byte(w.metadata), &msgs[i].Metadata); err != nil {
+			if w.md != nil {
+				msgs[i].Metadata = w.md
+			} else if err := json.Unmarshal([]byte(w.metadata), &msgs[i].Metadata); err != nil {
 				endSpans(spans[:i], err)
 				return done, &failure{row: w, err: fmt.Errorf("decode metadata: %w", err)}
 			}

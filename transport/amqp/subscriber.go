@@ -9,6 +9,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/troupehq/troupe/internal/wmlog"
 	"github.com/troupehq/troupe/transport/bus"
 	"github.com/troupehq/troupe/transport/envelope"
 )
@@ -36,7 +37,7 @@ func (t *Transport) NewSubscriber(cfg bus.SubscriberConfig) (message.Subscriber,
 		Consume:         wamqp.ConsumeConfig{Qos: wamqp.QosConfig{PrefetchCount: cfg.Prefetch}},
 		TopologyBuilder: topologyBuilder{cfg: cfg},
 	}
-	sub, err := wamqp.NewSubscriber(wcfg, watermill.NewSlogLogger(t.logger))
+	sub, err := wamqp.NewSubscriber(wcfg, wmlog.New(t.logger))
 	if err != nil {
 		return nil, fmt.Errorf("amqp: subscriber: %w", err)
 	}

@@ -134,16 +134,16 @@ func (s *OrderService) Place(ctx context.Context, req PlaceRequest, idempotencyK
 	id := uuid.Must(uuid.NewV7()).String()
 	err = s.db.InTx(ctx, func(tx *outbox.Tx) error {
 		if idempotencyKey != "" {
-			var existing string
-			err := tx.QueryRow(ctx, `SELECT order_id FROM order_idempotency WHERE key = ?`, idempotencyKey).Scan(&existing)
-			if err == nil {
-				id = existing
-				return nil
-			}
-			if !errors.Is(err, sql.ErrNoRows) {
+			// The key first: a retry finds it taken, and reads the order
+			// the first request created.
+			res, err := tx.Exec(ctx, `INSERT INTO order_idempotency (key, order_id) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`, idempotencyKey, id)
+			if err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO order_idempotency (key, order_id) VALUES (?, ?)`, idempotencyKey, id); err != nil {
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				if err == nil {
+					err = tx.QueryRow(ctx, `SELECT order_id FROM order_idempotency WHERE key = ?`, idempotencyKey).Scan(&id)
+				}
 				return err
 			}
 		}
