@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -329,5 +330,38 @@ func TestGroupMemberCancelledMidStatement(t *testing.T) {
 	got := values(t, db)
 	if !got[-1] || len(got) != 300001 {
 		t.Fatalf("%d rows committed (first member's: %v), want 300001", len(got), got[-1])
+	}
+}
+
+// TestGroupLeaderYieldsToJoiners: a transaction whose caller is ready to
+// run while the group's last member finishes joins the group. With one
+// processor the caller runs only when the leader lets it, before the
+// commit.
+func TestGroupLeaderYieldsToJoiners(t *testing.T) {
+	db := openGroupDB(t)
+	ctx := context.Background()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	before := db.checkpoints.commits.Load()
+	var second error
+	var wg sync.WaitGroup
+	first := db.InTx(ctx, func(tx *Tx) error {
+		wg.Go(func() {
+			second = db.InTx(ctx, func(tx *Tx) error {
+				_, err := tx.Exec(ctx, `INSERT INTO t (v) VALUES (2)`)
+				return err
+			})
+		})
+		_, err := tx.Exec(ctx, `INSERT INTO t (v) VALUES (1)`)
+		return err
+	})
+	wg.Wait()
+	if first != nil || second != nil {
+		t.Fatalf("InTx: %v, %v", first, second)
+	}
+	if n := db.checkpoints.commits.Load() - before; n != 1 {
+		t.Fatalf("%d commits, want the two transactions in one", n)
+	}
+	if got := values(t, db); !got[1] || !got[2] {
+		t.Fatalf("committed %v", got)
 	}
 }
