@@ -43,7 +43,7 @@ type TrackerConfig struct {
 	// Prefetch bounds the deliveries in flight per consumer; 64 when 0.
 	Prefetch int
 	// Consumers is how many consumers the tracker runs on its queue, at
-	// least one per event it follows; 32 when 0. The messages they hold
+	// least one per event it follows; 128 when 0. The messages they hold
 	// at one moment are recorded in one transaction (see Run), so more
 	// consumers make larger, cheaper batches under load.
 	Consumers int
@@ -98,7 +98,7 @@ func NewTracker(ctx context.Context, s *Saga, db *outbox.DB, tr transport.Transp
 		cfg.DeadlineInterval = time.Second
 	}
 	if cfg.Consumers <= 0 {
-		cfg.Consumers = 32
+		cfg.Consumers = 128
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = systemClock{}
