@@ -183,22 +183,11 @@ func (r *Relay) passHandoff(ctx context.Context, h *handoff, blocked map[string]
 	for _, f := range failures {
 		blocked[f.key] = now.Add(h.lease)
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
 	// The rows taken but not published (left to the claims, or after a
 	// refused row) are released by the settlement.
 	stmts, delays := r.settlement(h.tag, rows, done, failures, leased)
-	err := r.db.InTx(sctx, func(tx *Tx) error {
-		for _, s := range stmts {
-			if _, err := tx.Exec(sctx, s.q, s.args...); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		// The rows stay leased; the lease hands them over when it ends.
-		return len(rows), fmt.Errorf("outbox: settle: %w", err)
+	if err := r.settle(ctx, stmts); err != nil {
+		return len(rows), err // the rows stay leased; the lease hands them over when it ends
 	}
 	if len(rows) > len(done) {
 		r.db.changed.notify() // released rows: for the claims

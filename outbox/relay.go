@@ -275,11 +275,21 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 	}
 	r.claims.Add(1)
 	done, failures := r.publishUnlessStopped(ctx, rows)
+	stmts, delays := r.settlement(r.cfg.ID, rows, done, failures, leased)
+	if err := r.settle(ctx, stmts); err != nil {
+		return len(rows), err
+	}
+	r.settled(ctx, done, failures, delays)
+	return len(rows), nil
+}
+
+// settle runs a settlement's statements (SQLite), in the DB's group
+// commit with the transactions committing meanwhile; even once ctx ended,
+// for at most settleTimeout.
+func (r *Relay) settle(ctx context.Context, stmts []stmt) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
-	stmts, delays := r.settlement(r.cfg.ID, rows, done, failures, leased)
-	// In the DB's group commit, with the transactions committing meanwhile.
-	err = r.db.InTx(sctx, func(tx *Tx) error {
+	err := r.db.InTx(sctx, func(tx *Tx) error {
 		for _, s := range stmts {
 			if _, err := tx.Exec(sctx, s.q, s.args...); err != nil {
 				return err
@@ -288,10 +298,9 @@ func (r *Relay) Pass(ctx context.Context) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return len(rows), fmt.Errorf("outbox: settle: %w", err)
+		return fmt.Errorf("outbox: settle: %w", err)
 	}
-	r.settled(ctx, done, failures, delays)
-	return len(rows), nil
+	return nil
 }
 
 // passLocked is a pass on PostgreSQL. One transaction locks the batch
