@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -203,6 +204,52 @@ func TestDuplicatePostWithIdempotencyKey(t *testing.T) {
 	}
 	if n := count(t, s, shop.PaymentSvc, `SELECT COUNT(*) FROM charges`); n != 1 {
 		t.Fatalf("%d charges", n)
+	}
+}
+
+// TestConcurrentDuplicatePosts: requests with one Idempotency-Key at the
+// same time make one order, and each gets it.
+func TestConcurrentDuplicatePosts(t *testing.T) {
+	s, _ := startStack(t, shop.PaymentConfig{})
+	concurrentDuplicatePosts(t, s)
+}
+
+// concurrentDuplicatePosts places one order 16 times at once with one
+// idempotency key: one call creates it, every call answers with it, and
+// the order service holds one order.
+func concurrentDuplicatePosts(t *testing.T, s *shop.Stack) {
+	t.Helper()
+	const n = 16
+	req := shoptest.Order("kim", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 10})
+	ids := make([]string, n)
+	created := make([]bool, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			var o shop.Order
+			o, created[i], errs[i] = s.Order.Place(context.Background(), req, "same-key")
+			ids[i] = o.ID
+		})
+	}
+	wg.Wait()
+	creators := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("Place %d: %v", i, errs[i])
+		}
+		if ids[i] != ids[0] || ids[i] == "" {
+			t.Fatalf("Place answered orders %v, want one", ids)
+		}
+		if created[i] {
+			creators++
+		}
+	}
+	if creators != 1 {
+		t.Fatalf("%d calls created the order, want 1", creators)
+	}
+	if got := count(t, s, shop.OrderSvc, `SELECT COUNT(*) FROM orders`); got != 1 {
+		t.Fatalf("%d orders stored, want 1", got)
 	}
 }
 
