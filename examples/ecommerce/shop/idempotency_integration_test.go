@@ -3,7 +3,6 @@
 package shop_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 
@@ -15,20 +14,12 @@ import (
 // transactions run at once, requests with one Idempotency-Key make one
 // order too (the key's insert waits for the first and finds it taken).
 func TestConcurrentDuplicatePostsPostgres(t *testing.T) {
-	s, err := shop.Start(context.Background(), shop.Config{
+	s := startConfig(t, shop.Config{
 		BusURL:  fmt.Sprintf("mem://shop-idem-pg-%d", stackSeq.Add(1)),
 		DataDir: t.TempDir(),
 		DBURLs:  map[string]string{shop.OrderSvc: testutil.FreshPostgres(t)},
 		Stock:   map[string]int{"apple": 10},
 		Retry:   fastRetry(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Error(err)
-		}
 	})
 	concurrentDuplicatePosts(t, s)
 }

@@ -25,12 +25,18 @@ func TestCheckoutSagaIsValid(t *testing.T) {
 // startServices runs some of the services on a private bus.
 func startServices(t *testing.T, services ...string) *shop.Stack {
 	t.Helper()
-	s, err := shop.Start(context.Background(), shop.Config{
+	return startConfig(t, shop.Config{
 		BusURL:   fmt.Sprintf("mem://shop-saga-%d", stackSeq.Add(1)),
 		DataDir:  t.TempDir(),
 		Services: services,
 		Retry:    fastRetry(),
 	})
+}
+
+// startConfig starts a stack of cfg, closed when the test ends.
+func startConfig(t *testing.T, cfg shop.Config) *shop.Stack {
+	t.Helper()
+	s, err := shop.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
