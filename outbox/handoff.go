@@ -21,8 +21,8 @@ import (
 //
 // The lease keeps the rows from every other relay, in this process or
 // another, as a claimed batch's does; a relay that dies hands them over
-// when the lease ends, and a relay that stops (or starts again with the
-// same ID) releases them at once. A row the broker refuses is released
+// when the lease ends (at most maxHandoffLease), and a relay that stops (or
+// starts again with the same ID) releases them at once. A row the broker refuses is released
 // with a backoff, as a claimed one is, and the relay hands the later rows
 // of its key back to the claims too, which keep the key in order.
 
@@ -41,6 +41,13 @@ type handoff struct {
 // maxHandoff bounds the rows waiting in a handoff; past it, Tx.Add writes
 // rows for the claims, as without a handoff.
 const maxHandoff = 4096
+
+// maxHandoffLease bounds the lease of a handed-over row (RelayConfig.Lease
+// when shorter). The relay publishes such a row within milliseconds, or
+// leaves it to the claims when its lease is about to end; the lease
+// matters when the process dies, and then every row it was handed waits
+// for it: seconds, not the claims' 30.
+const maxHandoffLease = 5 * time.Second
 
 func newHandoff(relayID string, lease time.Duration) *handoff {
 	return &handoff{tag: relayID + "/handoff", lease: lease, wake: make(chan struct{}, 1)}
@@ -109,7 +116,7 @@ func (r *Relay) startHandoff(ctx context.Context) *handoff {
 	if r.db.dialect != SQLite {
 		return nil
 	}
-	h := newHandoff(r.cfg.ID, r.cfg.Lease)
+	h := newHandoff(r.cfg.ID, min(r.cfg.Lease, maxHandoffLease))
 	if err := r.release(ctx, h.tag); err != nil {
 		r.logger.Warn("outbox relay: releasing the rows of an earlier run", "relay", r.cfg.ID, "error", err)
 	}

@@ -40,6 +40,7 @@ func Run(t *testing.T, newURL NewURL) {
 		{"BacklogInOrderDespiteRefusals", testBacklogInOrderDespiteRefusals},
 		{"InOrderDespiteRefusalsWhileRunning", testRefusalsWhileRunning},
 		{"StoppedRelayHandsOverAtOnce", testStoppedRelayHandsOver},
+		{"DeadRelayHandsOverWithinSeconds", testDeadRelayHandsOver},
 		{"RelayWokenAtCommit", testWokenAtCommit},
 		{"RelayWokenByAnotherProcessCommit", testWokenByOtherProcess},
 	}
