@@ -271,17 +271,7 @@ func testRestartMidBatch(t *testing.T, url string) {
 			// is closed, so the relay can mark nothing.
 			killer := open(t, url)
 			var once sync.Once
-			die := func() {
-				if crashed.Dialect() == outbox.Postgres {
-					// The process is gone, and its connections with it.
-					if _, err := killer.SQL().Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-						WHERE datname = current_database() AND pid <> pg_backend_pid()`); err != nil {
-						t.Error(err)
-					}
-				}
-				_ = crashed.Close()
-			}
-			first := &recorder{after: func() { once.Do(die) }}
+			first := &recorder{after: func() { once.Do(func() { kill(t, crashed, killer) }) }}
 			t.Cleanup(func() { _ = crashed.Close() })
 			r1 := outbox.NewRelay(crashed, first, outbox.RelayConfig{ID: "r1", Lease: tt.lease, Concurrency: 1, BatchSize: 30}, nil)
 			if _, err := r1.Pass(context.Background()); err == nil {
@@ -667,18 +657,8 @@ func testStoppedRelayHandsOver(t *testing.T, url string) {
 	if n := len(first.snapshot()); n >= total {
 		t.Fatalf("the first relay published all %d rows before it stopped", n)
 	}
-	rec := &recorder{}
-	r2 := outbox.NewRelay(db, rec, outbox.RelayConfig{ID: "r2", PollInterval: 10 * time.Millisecond}, nil)
-	ctx2, cancel2 := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = r2.Run(ctx2) })
-	defer func() { cancel2(); wg.Wait() }()
-	start := time.Now()
-	poll(t, "the rest published by the second relay", func() bool {
-		n, err := db.Pending(context.Background())
-		return err == nil && n == 0
-	})
-	if d := time.Since(start); d > 2*time.Second {
+	rec, d := takeOver(t, db, "the rest published by the second relay")
+	if d > 2*time.Second {
 		t.Fatalf("the second relay took %v: it waited for the first one's lease (on SQLite, a handed-over row's is 5 s)", d)
 	}
 	firstsInOrder(t, slices.Concat(first.snapshot(), rec.snapshot()), committed)
@@ -697,15 +677,6 @@ func testDeadRelayHandsOver(t *testing.T, url string) {
 	t.Cleanup(func() { _ = crashed.Close() })
 	killer := open(t, url)
 	var once sync.Once
-	die := func() {
-		if crashed.Dialect() == outbox.Postgres {
-			if _, err := killer.SQL().Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-				WHERE datname = current_database() AND pid <> pg_backend_pid()`); err != nil {
-				t.Error(err)
-			}
-		}
-		_ = crashed.Close()
-	}
 	first := &recorder{}
 	r1 := outbox.NewRelay(crashed, first, outbox.RelayConfig{ID: "r1", Lease: time.Hour, PollInterval: time.Hour}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -714,7 +685,7 @@ func testDeadRelayHandsOver(t *testing.T, url string) {
 	defer func() { cancel(); <-done }()
 	time.Sleep(50 * time.Millisecond) // r1 runs (and takes the handoff)
 	first.mu.Lock()
-	first.after = func() { once.Do(die) } // dies after its first publish
+	first.after = func() { once.Do(func() { kill(t, crashed, killer) }) } // dies after its first publish
 	first.mu.Unlock()
 	var seq atomic.Int64
 	committed := map[string]bool{}
@@ -728,18 +699,8 @@ func testDeadRelayHandsOver(t *testing.T, url string) {
 			committed[id] = true
 		}
 	}
-	rec := &recorder{}
-	r2 := outbox.NewRelay(killer, rec, outbox.RelayConfig{ID: "r2", PollInterval: 50 * time.Millisecond}, nil)
-	ctx2, cancel2 := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = r2.Run(ctx2) })
-	defer func() { cancel2(); wg.Wait() }()
-	start := time.Now()
-	poll(t, "every row published by the second relay", func() bool {
-		n, err := killer.Pending(context.Background())
-		return err == nil && n == 0
-	})
-	if d := time.Since(start); d > 15*time.Second {
+	rec, d := takeOver(t, killer, "every row published by the second relay")
+	if d > 15*time.Second {
 		t.Fatalf("the second relay took %v: it waited for the dead one's hour-long lease", d)
 	}
 	published := map[string]bool{}
@@ -751,4 +712,36 @@ func testDeadRelayHandsOver(t *testing.T, url string) {
 			t.Fatalf("row %s never published", id)
 		}
 	}
+}
+
+// takeOver runs a second relay ("r2") on db until no row is pending, and
+// returns what it published and how long that took; it stops the relay
+// at the end of the test.
+func takeOver(t *testing.T, db *outbox.DB, what string) (*recorder, time.Duration) {
+	t.Helper()
+	rec := &recorder{}
+	r2 := outbox.NewRelay(db, rec, outbox.RelayConfig{ID: "r2", PollInterval: 10 * time.Millisecond}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = r2.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	start := time.Now()
+	poll(t, what, func() bool {
+		n, err := db.Pending(context.Background())
+		return err == nil && n == 0
+	})
+	return rec, time.Since(start)
+}
+
+// kill makes db's process die as far as the database can tell: its
+// connections go away (on PostgreSQL, terminated through killer, another
+// process's DB, so that their locks go with them) and db is closed.
+func kill(t *testing.T, db, killer *outbox.DB) {
+	if db.Dialect() == outbox.Postgres {
+		if _, err := killer.SQL().Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid()`); err != nil {
+			t.Error(err)
+		}
+	}
+	_ = db.Close()
 }
