@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"sync"
 	"time"
@@ -21,10 +20,11 @@ import (
 //
 // The lease keeps the rows from every other relay, in this process or
 // another, as a claimed batch's does; a relay that dies hands them over
-// when the lease ends (at most maxHandoffLease), and a relay that stops (or
-// starts again with the same ID) releases them at once. A row the broker refuses is released
-// with a backoff, as a claimed one is, and the relay hands the later rows
-// of its key back to the claims too, which keep the key in order.
+// when the lease ends (at most maxHandoffLease), and a relay that stops
+// (or starts again with the same ID) releases them at once. A row the
+// broker refuses is released with a backoff, as a claimed one is, and the
+// relay hands the later rows of its key back to the claims too, which keep
+// the key in order.
 
 // handoff is a relay's queue of rows handed over at commit. Safe for
 // concurrent use.
@@ -144,27 +144,17 @@ func (r *Relay) stopHandoff(h *handoff) {
 // release hands the unpublished rows leased to tag over to the claims and
 // wakes the relays of the process.
 func (r *Relay) release(ctx context.Context, tag string) error {
-	var n int64
-	err := r.db.InTx(ctx, func(tx *Tx) error {
-		res, err := tx.Exec(ctx, releaseQuery, tag)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
+	if err := r.settle(ctx, []stmt{{releaseQuery, []any{tag}}}); err != nil {
 		return err
-	})
-	if err != nil {
-		return fmt.Errorf("outbox: release: %w", err)
 	}
-	if n > 0 {
-		r.db.changed.notify()
-	}
+	r.db.changed.notify()
 	return nil
 }
 
 // passHandoff publishes up to BatchSize rows handed over to h and settles
-// them; it returns how many it took. Rows whose lease is about to end are
-// left to the claims (another relay may take them then), and so are the
+// them; it returns how many it took. Rows whose lease is about to end (a
+// quarter of it left: they must be settled before another relay may claim
+// them) are left to the claims, and so are the
 // later rows of their keys and of keys the broker refused a row of
 // (blocked, which it updates): publishing them now could overtake the row
 // ahead of them.
@@ -174,7 +164,7 @@ func (r *Relay) passHandoff(ctx context.Context, h *handoff, blocked map[string]
 		return 0, nil
 	}
 	now := time.Now()
-	margin := min(leaseMargin, h.lease/4)
+	margin := h.lease / 4
 	maps.DeleteFunc(blocked, func(_ string, until time.Time) bool { return now.After(until) })
 	var publish []row
 	for _, w := range rows {
@@ -202,8 +192,3 @@ func (r *Relay) passHandoff(ctx context.Context, h *handoff, blocked map[string]
 	r.settled(ctx, done, failures, delays)
 	return len(rows), nil
 }
-
-// leaseMargin: a handed-over row is published only while its lease has
-// this long to run at least (a quarter of the lease when that is
-// shorter), so that it is settled before another relay may claim it.
-const leaseMargin = 5 * time.Second

@@ -121,6 +121,7 @@ func (st *Store) recordAll(ctx context.Context, tx *outbox.Tx, s *Saga, items []
 	type instance struct {
 		history []Entry
 		seen    map[string]bool // message ids in history
+		first   Entry           // the first of items' entries of the instance
 		status  Status          // derived from history; zero while empty
 		last    Entry           // the newest entry added, when changed
 		changed bool
@@ -129,14 +130,14 @@ func (st *Store) recordAll(ctx context.Context, tx *outbox.Tx, s *Saga, items []
 	var ids []string
 	for _, it := range items {
 		if byID[it.id] == nil {
-			byID[it.id] = &instance{seen: map[string]bool{}}
+			byID[it.id] = &instance{seen: map[string]bool{}, first: it.e}
 			ids = append(ids, it.id)
 		}
 	}
 	slices.Sort(ids)
 	if st.db.Dialect() == outbox.Postgres {
 		for _, id := range ids {
-			e := items[slices.IndexFunc(items, func(p pending) bool { return p.id == id })].e
+			e := byID[id].first
 			if _, err := tx.Exec(ctx, `INSERT INTO troupe_sagas (saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline)
 				VALUES (?, ?, ?, '', '', ?, ?, NULL, '') ON CONFLICT (saga, id) DO UPDATE SET saga = troupe_sagas.saga`,
 				s.Name, id, string(Running), nanos(e.At), nanos(e.RecordedAt)); err != nil {
@@ -214,11 +215,11 @@ func (st *Store) insertEntries(ctx context.Context, tx *outbox.Tx, saga string, 
 	return nil
 }
 
-// rowsStatement is a multi-row INSERT: head, then one parenthesized
-// tuple of width placeholders per row, then tail.
+// rowsStatement is a multi-row INSERT of rows of width values, its texts
+// built by newRowsStatement: head, a parenthesized tuple of placeholders
+// per row, then tail.
 type rowsStatement struct {
-	head, tail string
-	width      int
+	width int
 	// texts[k] is the statement for 1<<k rows.
 	texts [maxRowsShift + 1]string
 }
@@ -228,7 +229,7 @@ type rowsStatement struct {
 const maxRowsShift = 5
 
 func newRowsStatement(head string, width int, tail string) *rowsStatement {
-	rs := &rowsStatement{head: head, tail: tail, width: width}
+	rs := &rowsStatement{width: width}
 	tuple := "(" + strings.TrimSuffix(strings.Repeat("?, ", width), ", ") + ")"
 	for k := range rs.texts {
 		rs.texts[k] = head + " VALUES " + strings.TrimSuffix(strings.Repeat(tuple+", ", 1<<k), ", ") + tail
