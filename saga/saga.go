@@ -179,43 +179,59 @@ func (t Transition) String() string {
 // saga-level kinds, then what it starts (steps, compensations), then
 // Observed; within each group, in declaration order. Read-only.
 func (s *Saga) Transitions(event string) []Transition {
-	if event == "" {
-		return nil
-	}
 	var out []Transition
+	s.eachTransition(event, func(t Transition) { out = append(out, t) })
+	return out
+}
+
+// eachTransition calls visit with each transition event causes, in the
+// order Transitions lists them, without allocating.
+func (s *Saga) eachTransition(event string, visit func(Transition)) {
+	if event == "" {
+		return
+	}
 	for _, st := range s.Steps {
 		switch event {
 		case st.Success:
-			out = append(out, Transition{Kind: StepSucceeded, Step: st.Name})
+			visit(Transition{Kind: StepSucceeded, Step: st.Name})
 		case st.Failure:
-			out = append(out, Transition{Kind: StepFailed, Step: st.Name})
+			visit(Transition{Kind: StepFailed, Step: st.Name})
 		}
 		if st.Compensation != nil && st.Compensation.Done == event {
-			out = append(out, Transition{Kind: CompensationDone, Step: st.Name})
+			visit(Transition{Kind: CompensationDone, Step: st.Name})
 		}
 	}
 	if event == s.Start {
-		out = append(out, Transition{Kind: SagaStarted})
+		visit(Transition{Kind: SagaStarted})
 	}
-	for _, end := range s.ends() {
-		if end.event == event {
-			out = append(out, Transition{Kind: end.kind})
+	for _, e := range s.Completed {
+		if e == event {
+			visit(Transition{Kind: SagaCompleted})
+		}
+	}
+	for _, e := range s.Compensated {
+		if e == event {
+			visit(Transition{Kind: SagaCompensated})
+		}
+	}
+	for _, e := range s.Failed {
+		if e == event {
+			visit(Transition{Kind: SagaFailed})
 		}
 	}
 	for _, st := range s.Steps {
 		if st.Trigger == event {
-			out = append(out, Transition{Kind: StepStarted, Step: st.Name})
+			visit(Transition{Kind: StepStarted, Step: st.Name})
 		}
 		if st.Compensation != nil && slices.Contains(st.Compensation.On, event) {
-			out = append(out, Transition{Kind: CompensationStarted, Step: st.Name})
+			visit(Transition{Kind: CompensationStarted, Step: st.Name})
 		}
 	}
 	for _, l := range s.Listeners {
 		if slices.Contains(l.Emits, event) {
-			out = append(out, Transition{Kind: Observed, Listener: l.Name})
+			visit(Transition{Kind: Observed, Listener: l.Name})
 		}
 	}
-	return out
 }
 
 // Events returns every event the saga names, sorted. Read-only.

@@ -1,6 +1,7 @@
 package saga
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"time"
@@ -112,12 +113,33 @@ type Status struct {
 
 // facts is what a history says, independent of its order.
 type facts struct {
-	started, succeeded, stepFailed, compStarted, compDone, skipped map[string]bool
-	stepStartAt                                                    map[string]time.Time
-	completed, compensated, sagaFailed, resolved, timedOut         bool
-	startAt, firstAt                                               time.Time
-	failure                                                        *Entry // unsettled dead letter
-	reason, timeoutReason                                          string
+	steps                                                  []stepFacts // as s.Steps
+	completed, compensated, sagaFailed, resolved, timedOut bool
+	startAt, firstAt                                       time.Time
+	failure                                                *Entry // unsettled dead letter
+	reason, timeoutReason                                  string
+}
+
+// stepFacts is what a history says of one step.
+type stepFacts struct {
+	started, succeeded, failed, compStarted, compDone, skipped bool
+	triggered                                                  bool      // startAt is set
+	startAt                                                    time.Time // the earliest trigger's production time
+}
+
+// stepFactsOnStack is how many steps' facts Derive keeps without
+// allocating.
+const stepFactsOnStack = 8
+
+// step returns the facts of the step named name, nil for a name the saga
+// does not declare (which no rule reads).
+func (f *facts) step(s *Saga, name string) *stepFacts {
+	for i := range s.Steps {
+		if s.Steps[i].Name == name {
+			return &f.steps[i]
+		}
+	}
+	return nil
 }
 
 // Derive computes an instance's status from its history. The rule, which
@@ -164,7 +186,7 @@ func Derive(s *Saga, history []Entry) Status {
 		return st
 	case f.timedOut:
 		st.State, st.Reason = TimedOut, f.timeoutReason
-	case len(f.stepFailed) > 0 || f.anyCompensation(s):
+	case f.anyStepFailed() || f.anyCompensation():
 		st.State, st.Reason = Compensating, f.reason
 	default:
 		st.State = Running
@@ -177,10 +199,19 @@ func Derive(s *Saga, history []Entry) Status {
 }
 
 func collect(s *Saga, history []Entry) *facts {
-	f := &facts{started: map[string]bool{}, succeeded: map[string]bool{}, stepFailed: map[string]bool{},
-		compStarted: map[string]bool{}, compDone: map[string]bool{}, skipped: map[string]bool{}, stepStartAt: map[string]time.Time{}}
-	h := slices.Clone(history)
-	slices.SortFunc(h, func(a, b Entry) int { return int(a.Seq - b.Seq) })
+	var buf [stepFactsOnStack]stepFacts
+	f := &facts{steps: buf[:0]}
+	if len(s.Steps) <= len(buf) {
+		f.steps = buf[:len(s.Steps)]
+	} else {
+		f.steps = make([]stepFacts, len(s.Steps))
+	}
+	h := history
+	bySeq := func(a, b Entry) int { return cmp.Compare(a.Seq, b.Seq) }
+	if !slices.IsSortedFunc(h, bySeq) {
+		h = slices.Clone(history)
+		slices.SortFunc(h, bySeq)
+	}
 	for i := range h {
 		e := &h[i]
 		if f.firstAt.IsZero() || e.At.Before(f.firstAt) {
@@ -198,14 +229,17 @@ func collect(s *Saga, history []Entry) *facts {
 			f.failure = nil
 		case SkipEntry:
 			f.failure = nil
-			f.skipped[e.Step] = true
+			if st := f.step(s, e.Step); st != nil {
+				st.skipped = true
+			}
 		case ResolveEntry:
 			f.resolved = true
 		}
 	}
 	if d := f.failure; d != nil {
-		settled := d.Kind == CompensationDeadLetter && f.compDone[d.Step] ||
-			d.Kind == StepDeadLetter && (f.succeeded[d.Step] || f.stepFailed[d.Step])
+		st := f.step(s, d.Step)
+		settled := st != nil && (d.Kind == CompensationDeadLetter && st.compDone ||
+			d.Kind == StepDeadLetter && (st.succeeded || st.failed))
 		if settled {
 			f.failure = nil
 		}
@@ -218,43 +252,59 @@ func (f *facts) event(s *Saga, e *Entry) {
 	if e.Error != "" && e.Kind == EventEntry && f.reason == "" {
 		f.reason = e.Error
 	}
-	for _, tr := range s.Transitions(e.Event) {
+	s.eachTransition(e.Event, func(tr Transition) {
 		switch tr.Kind {
 		case SagaStarted:
 			if f.startAt.IsZero() || e.At.Before(f.startAt) {
 				f.startAt = e.At
 			}
-		case StepStarted:
-			f.started[tr.Step] = true
-			if t, ok := f.stepStartAt[tr.Step]; !ok || e.At.Before(t) {
-				f.stepStartAt[tr.Step] = e.At
-			}
-		case StepSucceeded:
-			f.succeeded[tr.Step] = true
-		case StepFailed:
-			f.stepFailed[tr.Step] = true
-		case CompensationStarted:
-			f.compStarted[tr.Step] = true
-		case CompensationDone:
-			f.compDone[tr.Step] = true
+			return
 		case SagaCompleted:
 			f.completed = true
+			return
 		case SagaCompensated:
 			f.compensated = true
+			return
 		case SagaFailed:
 			f.sagaFailed = true
+			return
 		}
-	}
+		st := f.step(s, tr.Step)
+		if st == nil {
+			return
+		}
+		switch tr.Kind {
+		case StepStarted:
+			st.started = true
+			if !st.triggered || e.At.Before(st.startAt) {
+				st.triggered, st.startAt = true, e.At
+			}
+		case StepSucceeded:
+			st.succeeded = true
+		case StepFailed:
+			st.failed = true
+		case CompensationStarted:
+			st.compStarted = true
+		case CompensationDone:
+			st.compDone = true
+		}
+	})
 }
 
-// ran reports whether step started, in any way.
-func (f *facts) ran(step string) bool {
-	return f.started[step] || f.succeeded[step] || f.stepFailed[step]
+// anyStepFailed reports whether a step's failure event is in the history.
+func (f *facts) anyStepFailed() bool {
+	return slices.ContainsFunc(f.steps, func(st stepFacts) bool { return st.failed })
 }
 
-func (f *facts) anyCompensation(s *Saga) bool {
-	for _, st := range s.Steps {
-		if f.compDone[st.Name] || f.compStarted[st.Name] && f.ran(st.Name) {
+// ran reports whether the step started, in any way.
+func (st *stepFacts) ran() bool {
+	return st.started || st.succeeded || st.failed
+}
+
+func (f *facts) anyCompensation() bool {
+	for i := range f.steps {
+		st := &f.steps[i]
+		if st.compDone || st.compStarted && st.ran() {
 			return true
 		}
 	}
@@ -268,7 +318,7 @@ func (f *facts) currentStep(s *Saga, state State) string {
 		return steps[len(steps)-1].Name
 	case Running:
 		for i := len(steps) - 1; i >= 0; i-- {
-			if f.ran(steps[i].Name) {
+			if f.steps[i].ran() {
 				return steps[i].Name
 			}
 		}
@@ -277,18 +327,18 @@ func (f *facts) currentStep(s *Saga, state State) string {
 	// Compensations run backwards: the pending one furthest along is
 	// under way; with none pending, the last one done.
 	for i := len(steps) - 1; i >= 0; i-- {
-		n := steps[i].Name
-		if f.compStarted[n] && f.ran(n) && !f.stepFailed[n] && !f.compDone[n] && !f.skipped[n] {
-			return n
+		st := &f.steps[i]
+		if st.compStarted && st.ran() && !st.failed && !st.compDone && !st.skipped {
+			return steps[i].Name
 		}
 	}
-	for _, st := range steps {
-		if f.compDone[st.Name] || f.skipped[st.Name] {
-			return st.Name
+	for i := range steps {
+		if f.steps[i].compDone || f.steps[i].skipped {
+			return steps[i].Name
 		}
 	}
 	for i := len(steps) - 1; i >= 0; i-- {
-		if f.stepFailed[steps[i].Name] {
+		if f.steps[i].failed {
 			return steps[i].Name
 		}
 	}
@@ -307,10 +357,10 @@ func (f *facts) nextDeadline(s *Saga, startedAt time.Time) (time.Time, string) {
 	if s.Deadline > 0 && !startedAt.IsZero() {
 		consider(startedAt.Add(s.Deadline), "saga")
 	}
-	for _, st := range s.Steps {
-		t, ok := f.stepStartAt[st.Name]
-		if st.Deadline > 0 && ok && !f.succeeded[st.Name] && !f.stepFailed[st.Name] {
-			consider(t.Add(st.Deadline), "step "+st.Name)
+	for i, st := range s.Steps {
+		sf := &f.steps[i]
+		if st.Deadline > 0 && sf.triggered && !sf.succeeded && !sf.failed {
+			consider(sf.startAt.Add(st.Deadline), "step "+st.Name)
 		}
 	}
 	return at, what

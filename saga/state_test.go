@@ -177,3 +177,16 @@ func TestDeriveReadsOnlyDerivableFields(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDerive derives the status of a happy checkout's history after
+// each of its events, as the tracker does when it records them.
+func BenchmarkDerive(b *testing.B) {
+	s := checkout()
+	h := entries("order.placed", "payment.captured", "inventory.reserved", "order.confirmed", "notification.sent")
+	b.ReportAllocs()
+	for b.Loop() {
+		for n := 1; n <= len(h); n++ {
+			saga.Derive(s, h[:n])
+		}
+	}
+}
