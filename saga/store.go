@@ -119,29 +119,33 @@ type recorded struct {
 // SQLite's immediate transaction holds the database's lock already.
 func (st *Store) recordAll(ctx context.Context, tx *outbox.Tx, s *Saga, items []pending) ([]recorded, error) {
 	type instance struct {
+		id      string
 		history []Entry
-		seen    map[string]bool // message ids in history
-		first   Entry           // the first of items' entries of the instance
-		status  Status          // derived from history; zero while empty
-		last    Entry           // the newest entry added, when changed
+		first   *Entry // the first of items' entries of the instance
+		status  Status // derived from history; zero while empty
+		last    *Entry // the newest entry added, when changed
 		changed bool
 	}
-	byID := map[string]*instance{}
-	var ids []string
-	for _, it := range items {
-		if byID[it.id] == nil {
-			byID[it.id] = &instance{seen: map[string]bool{}, first: it.e}
-			ids = append(ids, it.id)
+	insts := make([]instance, 0, len(items))
+	byID := make(map[string]int, len(items)) // index in insts
+	for i := range items {
+		if _, ok := byID[items[i].id]; !ok {
+			byID[items[i].id] = len(insts)
+			insts = append(insts, instance{id: items[i].id, first: &items[i].e})
 		}
 	}
-	slices.Sort(ids)
+	slices.SortFunc(insts, func(a, b instance) int { return strings.Compare(a.id, b.id) })
+	ids := make([]string, len(insts))
+	for i := range insts {
+		ids[i] = insts[i].id
+		byID[insts[i].id] = i
+	}
 	if st.db.Dialect() == outbox.Postgres {
-		for _, id := range ids {
-			e := byID[id].first
+		for _, in := range insts {
 			if _, err := tx.Exec(ctx, `INSERT INTO troupe_sagas (saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline)
 				VALUES (?, ?, ?, '', '', ?, ?, NULL, '') ON CONFLICT (saga, id) DO UPDATE SET saga = troupe_sagas.saga`,
-				s.Name, id, string(Running), nanos(e.At), nanos(e.RecordedAt)); err != nil {
-				return nil, fmt.Errorf("saga: instance %s: %w", id, err)
+				s.Name, in.id, string(Running), nanos(in.first.At), nanos(in.first.RecordedAt)); err != nil {
+				return nil, fmt.Errorf("saga: instance %s: %w", in.id, err)
 			}
 		}
 	}
@@ -150,18 +154,15 @@ func (st *Store) recordAll(ctx context.Context, tx *outbox.Tx, s *Saga, items []
 		return nil, err
 	}
 	for id, h := range histories {
-		in := byID[id]
-		in.history = h
-		for _, e := range h {
-			in.seen[e.MessageID] = true
-		}
-		in.status = Derive(s, h)
+		in := &insts[byID[id]]
+		in.history, in.status = h, Derive(s, h)
 	}
 	out := make([]recorded, len(items))
-	var added []pending
-	for i, it := range items {
-		in := byID[it.id]
-		if in.seen[it.e.MessageID] {
+	added := make([]pending, 0, len(items))
+	for i := range items {
+		it := &items[i]
+		in := &insts[byID[it.id]]
+		if slices.ContainsFunc(in.history, func(e Entry) bool { return e.MessageID == it.e.MessageID }) {
 			out[i] = recorded{before: in.status, after: in.status}
 			continue
 		}
@@ -174,17 +175,15 @@ func (st *Store) recordAll(ctx context.Context, tx *outbox.Tx, s *Saga, items []
 		}
 		before := in.status
 		in.history = append(in.history, e)
-		in.seen[e.MessageID] = true
-		in.status, in.last, in.changed = Derive(s, in.history), e, true
+		in.status, in.last, in.changed = Derive(s, in.history), &it.e, true
 		out[i] = recorded{before: before, after: in.status, added: true}
-		added = append(added, it)
+		added = append(added, *it)
 	}
 	if err := st.insertEntries(ctx, tx, s.Name, added); err != nil {
 		return nil, err
 	}
-	var rows [][]any
-	for _, id := range ids {
-		in := byID[id]
+	rows := make([]any, 0, len(insts)*upsertInstances.width)
+	for _, in := range insts {
 		if !in.changed {
 			continue
 		}
@@ -192,8 +191,8 @@ func (st *Store) recordAll(ctx context.Context, tx *outbox.Tx, s *Saga, items []
 		if !in.status.DeadlineAt.IsZero() {
 			deadline = nanos(in.status.DeadlineAt)
 		}
-		rows = append(rows, []any{s.Name, id, string(in.status.State), in.status.Step, in.status.Reason,
-			nanos(in.status.StartedAt), nanos(in.last.RecordedAt), deadline, in.status.Deadline})
+		rows = append(rows, s.Name, in.id, string(in.status.State), in.status.Step, in.status.Reason,
+			nanos(in.status.StartedAt), nanos(in.last.RecordedAt), deadline, in.status.Deadline)
 	}
 	if err := execRows(ctx, tx, upsertInstances, rows); err != nil {
 		return nil, fmt.Errorf("saga: update instances: %w", err)
@@ -203,11 +202,11 @@ func (st *Store) recordAll(ctx context.Context, tx *outbox.Tx, s *Saga, items []
 
 // insertEntries adds the entries of items to the history, in order.
 func (st *Store) insertEntries(ctx context.Context, tx *outbox.Tx, saga string, items []pending) error {
-	rows := make([][]any, len(items))
-	for i, it := range items {
-		e := it.e
-		rows[i] = []any{saga, it.id, nanos(e.At), nanos(e.RecordedAt), string(e.Kind), e.Event, e.MessageID,
-			e.CausationID, e.Step, e.Meaning, e.Error, e.Actor, e.Queue, e.TraceID}
+	rows := make([]any, 0, len(items)*insertHistory.width)
+	for _, it := range items {
+		e := &it.e
+		rows = append(rows, saga, it.id, nanos(e.At), nanos(e.RecordedAt), string(e.Kind), e.Event, e.MessageID,
+			e.CausationID, e.Step, e.Meaning, e.Error, e.Actor, e.Queue, e.TraceID)
 	}
 	if err := execRows(ctx, tx, insertHistory, rows); err != nil {
 		return fmt.Errorf("saga: history: %w", err)
@@ -237,21 +236,19 @@ func newRowsStatement(head string, width int, tail string) *rowsStatement {
 	return rs
 }
 
-// execRows writes rows with statement rs, in order: in runs of a power of
-// two rows, so that a few statement texts (each prepared once) cover
-// every count.
-func execRows(ctx context.Context, tx *outbox.Tx, rs *rowsStatement, rows [][]any) error {
+// execRows writes rows with statement rs, in order: rows holds the
+// values of each row after the other's (rs.width each). It writes them in
+// runs of a power of two rows, so that a few statement texts (each
+// prepared once) cover every count.
+func execRows(ctx context.Context, tx *outbox.Tx, rs *rowsStatement, rows []any) error {
 	for len(rows) > 0 {
-		k := min(bits.Len(uint(len(rows)))-1, maxRowsShift)
-		n := 1 << k
-		args := make([]any, 0, n*rs.width)
-		for _, r := range rows[:n] {
-			args = append(args, r...)
-		}
-		if _, err := tx.Exec(ctx, rs.texts[k], args...); err != nil {
+		n := len(rows) / rs.width
+		k := min(bits.Len(uint(n))-1, maxRowsShift)
+		end := (1 << k) * rs.width
+		if _, err := tx.Exec(ctx, rs.texts[k], rows[:end]...); err != nil {
 			return err
 		}
-		rows = rows[n:]
+		rows = rows[end:]
 	}
 	return nil
 }
