@@ -183,12 +183,19 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// checkpoint inside commits several times a second.
 	q.Add("_pragma", "wal_autocheckpoint(8000)")
 	q.Set("_txlock", "immediate") // writers queue at BEGIN, not at their first write
-	db, err := open(ctx, SQLite, "sqlite", "file:"+path+"?"+q.Encode())
+	db, err := open(ctx, SQLite, "sqlite", "file:"+uriPath(path)+"?"+q.Encode())
 	if err != nil {
 		return nil, err
 	}
 	db.startCheckpointer()
 	return db, nil
+}
+
+// uriPath escapes the characters of path that a "file:" URI would read
+// otherwise: '?' (the driver and SQLite split the parameters there), '#'
+// and '%'. SQLite decodes them back.
+func uriPath(path string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 }
 
 // maxIdleConns is how many idle connections a DB keeps for reuse.
