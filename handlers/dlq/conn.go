@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
@@ -12,7 +13,8 @@ import (
 )
 
 // Dial connects to the broker of a bus URL: amqp:// reaches RabbitMQ (or
-// any AMQP broker); mem://NAME reaches a bundled broker of this process.
+// any AMQP broker); mem://NAME reaches a bundled broker of this process,
+// mem://NAME/VHOST its virtual host VHOST (as transport.Open reads it).
 func Dial(rawURL string) (Conn, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -22,7 +24,11 @@ func Dial(rawURL string) (Conn, error) {
 	case "amqp", "amqps":
 		return dialAMQP(rawURL)
 	case "mem":
-		return dialMem(transport.MemBroker(u.Hostname()))
+		vhost := strings.TrimPrefix(u.Path, "/") // as transport.Open reads it
+		if vhost == "" {
+			vhost = broker.DefaultVHost
+		}
+		return dialMem(transport.MemBroker(u.Hostname()), vhost)
 	}
 	return nil, fmt.Errorf("dlq: unsupported URL scheme %q: want amqp:// (or mem:// in process)", u.Scheme)
 }
@@ -85,8 +91,8 @@ type memConn struct {
 	acks []broker.Confirmation
 }
 
-func dialMem(b *broker.Broker) (Conn, error) {
-	conn, err := b.Connect(broker.DefaultVHost)
+func dialMem(b *broker.Broker, vhost string) (Conn, error) {
+	conn, err := b.Connect(vhost)
 	if err != nil {
 		return nil, err
 	}
