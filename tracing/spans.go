@@ -25,17 +25,31 @@ const (
 func tracer() trace.Tracer { return otel.Tracer(TracerName) }
 
 // attrs are the messaging attributes of msg (OTel messaging semantic
-// conventions) plus Troupe's.
+// conventions) plus Troupe's; those msg lacks (an event, a saga id) are
+// left out rather than set empty.
 func attrs(msg *message.Message, op, destination string) []attribute.KeyValue {
-	return []attribute.KeyValue{
+	kv := []attribute.KeyValue{
 		attribute.String("messaging.system", "rabbitmq"),
 		attribute.String("messaging.operation.type", op),
 		attribute.String("messaging.destination.name", destination),
 		attribute.String("messaging.message.id", msg.UUID),
-		attribute.String("messaging.rabbitmq.destination.routing_key", msg.Metadata.Get(envelope.EventKey)),
-		EventKey.String(msg.Metadata.Get(envelope.EventKey)),
-		SagaIDKey.String(msg.Metadata.Get(envelope.SagaIDKey)),
 	}
+	if ev := msg.Metadata.Get(envelope.EventKey); ev != "" {
+		kv = append(kv, attribute.String("messaging.rabbitmq.destination.routing_key", ev), EventKey.String(ev))
+	}
+	if id := msg.Metadata.Get(envelope.SagaIDKey); id != "" {
+		kv = append(kv, SagaIDKey.String(id))
+	}
+	return kv
+}
+
+// spanName is "<what> <event>", or what alone for a message without an
+// event name.
+func spanName(what string, msg *message.Message) string {
+	if ev := msg.Metadata.Get(envelope.EventKey); ev != "" {
+		return what + " " + ev
+	}
+	return what
 }
 
 // StartPublish starts the producer span of publishing msg to destination
@@ -45,7 +59,7 @@ func attrs(msg *message.Message, op, destination string) []attribute.KeyValue {
 // ContextWithSagaID). The caller ends the span.
 func StartPublish(ctx context.Context, msg *message.Message, destination string) (context.Context, trace.Span) {
 	ctx = ContextWithSagaID(ctx, msg.Metadata.Get(envelope.SagaIDKey))
-	ctx, span := tracer().Start(ctx, "publish "+msg.Metadata.Get(envelope.EventKey),
+	ctx, span := tracer().Start(ctx, spanName("publish", msg),
 		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs(msg, "publish", destination)...))
 	Inject(ctx, msg.Metadata)
 	return ctx, span
@@ -58,7 +72,7 @@ func StartPublish(ctx context.Context, msg *message.Message, destination string)
 // span.
 func StartProcess(ctx context.Context, msg *message.Message, queue string) (context.Context, trace.Span) {
 	ctx = ContextWithSagaID(Extract(ctx, msg.Metadata), msg.Metadata.Get(envelope.SagaIDKey))
-	return tracer().Start(ctx, "process "+msg.Metadata.Get(envelope.EventKey),
+	return tracer().Start(ctx, spanName("process", msg),
 		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs(msg, "process", queue)...))
 }
 
@@ -67,7 +81,7 @@ func StartProcess(ctx context.Context, msg *message.Message, queue string) (cont
 // from that span: the returned context is the wait span's.
 func RecordWait(ctx context.Context, msg *message.Message, waitStart time.Time) context.Context {
 	ctx = Extract(ctx, msg.Metadata)
-	ctx, span := tracer().Start(ctx, "outbox wait "+msg.Metadata.Get(envelope.EventKey),
+	ctx, span := tracer().Start(ctx, spanName("outbox wait", msg),
 		trace.WithTimestamp(waitStart), trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(attrs(msg, "outbox", "troupe_outbox")...))
 	span.End()

@@ -2,14 +2,18 @@ package tracing_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/troupehq/troupe/tracing"
+	"github.com/troupehq/troupe/transport/envelope"
 )
 
 func TestSetupFromEnvironment(t *testing.T) {
@@ -67,3 +71,40 @@ func TestInjectExtractRoundTrip(t *testing.T) {
 }
 
 func otelSpanContext(ctx context.Context) trace.SpanContext { return trace.SpanContextFromContext(ctx) }
+
+// TestSpanNamesAndAttributes: a span is named after the message's event,
+// and a message without an event or saga id gets neither an empty name
+// part nor empty attributes.
+func TestSpanNamesAndAttributes(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	defer useSDK(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))()
+
+	bare := message.NewMessage("m-1", nil)
+	_, span := tracing.StartPublish(context.Background(), bare, "troupe")
+	span.End()
+	named := message.NewMessage("m-2", nil)
+	named.Metadata.Set(envelope.EventKey, "order.placed")
+	named.Metadata.Set(envelope.SagaIDKey, "o-1")
+	_, span = tracing.StartProcess(context.Background(), named, "payment.order.placed")
+	span.End()
+
+	ended := rec.Ended()
+	if len(ended) != 2 {
+		t.Fatalf("%d spans ended, want 2", len(ended))
+	}
+	has := func(s sdktrace.ReadOnlySpan, key attribute.Key) bool {
+		return slices.ContainsFunc(s.Attributes(), func(kv attribute.KeyValue) bool { return kv.Key == key })
+	}
+	if got := ended[0].Name(); got != "publish" {
+		t.Errorf("span of a message without an event: %q, want \"publish\"", got)
+	}
+	if has(ended[0], tracing.EventKey) || has(ended[0], tracing.SagaIDKey) {
+		t.Errorf("empty event or saga id attributes: %v", ended[0].Attributes())
+	}
+	if got := ended[1].Name(); got != "process order.placed" {
+		t.Errorf("span name %q, want \"process order.placed\"", got)
+	}
+	if !has(ended[1], tracing.EventKey) || !has(ended[1], tracing.SagaIDKey) {
+		t.Errorf("missing event or saga id attribute: %v", ended[1].Attributes())
+	}
+}
