@@ -2,7 +2,7 @@
 // (or any AMQP 0-9-1 broker) behind watermill's Publisher and Subscriber.
 //
 // The Subscriber is watermill-amqp's, configured for Troupe's topology
-// (declared by package topology through a TopologyBuilder) and message
+// (declared by package bus through a TopologyBuilder) and message
 // format (package envelope). The Publisher is written here on amqp091-go,
 // because watermill-amqp's waits one round trip per message for its
 // confirm: this one keeps publisher confirms on but pipelines them —

@@ -1,7 +1,7 @@
 // Package inproc is the in-process transport: a watermill Publisher and
 // Subscriber that call the bundled broker's core directly, with no socket
 // and no goroutine per message. It declares Troupe's topology (package
-// topology) and speaks the same message format as the AMQP transport
+// bus) and speaks the same message format as the AMQP transport
 // (package envelope).
 package inproc
 

@@ -278,14 +278,14 @@ func testDeadLetter(t *testing.T, e *env) {
 	e.publish(e.publisher(bus.PublisherConfig{}), "evt", newMsg("poison"))
 	m := receive(t, ch)
 	dead := m.Copy()
-	dead.Metadata.Set("x-troupe-error", "decode: unexpected end of JSON input")
-	dead.Metadata.Set("x-troupe-attempts", "1")
+	dead.Metadata.Set(envelope.ErrorKey, "decode: unexpected end of JSON input")
+	dead.Metadata.Set(envelope.AttemptsKey, "1")
 	e.publish(e.publisher(bus.PublisherConfig{ToQueue: true, Mandatory: true}), bus.DeadLetterQueue(queue), dead)
 	m.Ack()
 	dlq := e.subscribe(bus.SubscriberConfig{QueueName: func(string) string { return bus.DeadLetterQueue(queue) }, Passive: true}, "unused")
 	got := receive(t, dlq)
 	got.Ack()
-	if got.UUID != m.UUID || got.Metadata.Get("x-troupe-error") != "decode: unexpected end of JSON input" || got.Metadata.Get("x-troupe-attempts") != "1" {
+	if got.UUID != m.UUID || got.Metadata.Get(envelope.ErrorKey) != "decode: unexpected end of JSON input" || got.Metadata.Get(envelope.AttemptsKey) != "1" {
 		t.Fatalf("dead letter %s %v", got.UUID, got.Metadata)
 	}
 	quiet(t, ch)
