@@ -117,3 +117,47 @@ func ExampleTxHandler() {
 	}
 	// Output: recorded p-2 <nil>
 }
+
+// Courier is a dependency of the application that a handler needs.
+type Courier struct{ booked chan string }
+
+// A handler built by a constructor that fx calls with the application's
+// parts: here a *Courier supplied to the application. RouterOption passes a
+// router option that Config cannot hold.
+func ExampleProvideHandler() {
+	courier := &Courier{booked: make(chan string, 1)}
+	var router *handlers.Router
+	app := fx.New(
+		troupefx.Module,
+		fx.Supply(troupefx.Config{Service: "shipping", BusURL: "mem://troupefx-example-provide"}),
+		fx.Supply(courier),
+		troupefx.ProvideHandler("book", func(c *Courier) (handlers.Handler[ParcelShipped], error) {
+			return handlers.HandlerFunc[ParcelShipped](func(ctx context.Context, e ParcelShipped) error {
+				c.booked <- e.ParcelID
+				return nil
+			}), nil
+		}),
+		troupefx.RouterOption(handlers.WithDeadLetterEvents()),
+		fx.Populate(&router),
+		fx.NopLogger,
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := app.Start(ctx); err != nil {
+		fmt.Println("start:", err)
+		return
+	}
+	if err := router.Emitter().Emit(ctx, ParcelShipped{ParcelID: "p-3"}); err != nil {
+		fmt.Println("emit:", err)
+	}
+	select {
+	case id := <-courier.booked:
+		fmt.Println("courier booked for parcel", id)
+	case <-ctx.Done():
+		fmt.Println("not booked")
+	}
+	fmt.Println("stopped:", app.Stop(ctx))
+	// Output:
+	// courier booked for parcel p-3
+	// stopped: <nil>
+}

@@ -12,6 +12,14 @@
 // registered; the router runs from the application's start to its stop.
 // With Config.DBURL set it also provides the service's *outbox.DB, and
 // the router uses it for transactional handlers and idempotency.
+//
+// A handler that needs the application's other parts (a repository, a
+// client, the *outbox.DB) is built by a constructor that fx calls with
+// them, given with ProvideHandler or ProvideTxHandler. RouterOption
+// passes the router options that Config cannot hold (an observer, dead
+// letter events, a meter provider...). A *slog.Logger in the application
+// (fx.Supply(logger)) is the transport's and the router's logger; Logger
+// makes it fx's own as well.
 package troupefx
 
 import (
@@ -76,6 +84,59 @@ func supplyRegistration(f registration) fx.Option {
 	return fx.Supply(fx.Annotate(f, fx.ResultTags(handlersGroup)))
 }
 
+// ProvideHandler gives the router the handler that newHandler builds: fx
+// calls newHandler with its parameter taken from the application, like
+// any constructor's (one value, or a struct embedding fx.In to take
+// several). An error from newHandler fails the application's start, as a
+// constructor's does.
+//
+//	type chargeParams struct {
+//		fx.In
+//		Gateway *Gateway
+//		Log     *slog.Logger
+//	}
+//
+//	troupefx.ProvideHandler("charge", func(p chargeParams) (handlers.Handler[OrderPlaced], error) {
+//		return newCharger(p.Gateway, p.Log), nil
+//	})
+func ProvideHandler[E handlers.Event, P any](name string, newHandler func(P) (handlers.Handler[E], error), opts ...handlers.HandlerOption) fx.Option {
+	return provideRegistration(func(p P) (registration, error) {
+		h, err := newHandler(p)
+		if err != nil {
+			return nil, fmt.Errorf("troupefx: handler %s: %w", name, err)
+		}
+		return func(r *handlers.Router) error { return handlers.Handle(r, name, h, opts...) }, nil
+	})
+}
+
+// ProvideTxHandler is ProvideHandler for a transactional handler
+// (handlers.HandleTx); the Config needs a DBURL.
+func ProvideTxHandler[E handlers.Event, P any](name string, newHandler func(P) (handlers.TxHandler[E], error), opts ...handlers.HandlerOption) fx.Option {
+	return provideRegistration(func(p P) (registration, error) {
+		h, err := newHandler(p)
+		if err != nil {
+			return nil, fmt.Errorf("troupefx: handler %s: %w", name, err)
+		}
+		return func(r *handlers.Router) error { return handlers.HandleTx(r, name, h, opts...) }, nil
+	})
+}
+
+func provideRegistration[P any](newRegistration func(P) (registration, error)) fx.Option {
+	return fx.Provide(fx.Annotate(newRegistration, fx.ResultTags(handlersGroup)))
+}
+
+const optionsGroup = `group:"troupe.router_options"`
+
+// RouterOption gives the router o, after the options Module sets itself
+// (the logger, the database): handlers.WithObserver,
+// handlers.WithDeadLetterEvents, handlers.WithMeterProvider,
+// handlers.WithClock, handlers.WithCodec... Several RouterOptions apply
+// in an order fx chooses (a value group has none), so give one option of
+// each kind.
+func RouterOption(o handlers.Option) fx.Option {
+	return fx.Provide(fx.Annotate(func() handlers.Option { return o }, fx.ResultTags(optionsGroup)))
+}
+
 type transportParams struct {
 	fx.In
 	Config Config
@@ -114,9 +175,10 @@ type routerParams struct {
 	fx.In
 	Config        Config
 	Transport     transport.Transport
-	DB            *outbox.DB     `optional:"true"`
-	Logger        *slog.Logger   `optional:"true"`
-	Registrations []registration `group:"troupe.handlers"`
+	DB            *outbox.DB        `optional:"true"`
+	Logger        *slog.Logger      `optional:"true"`
+	Registrations []registration    `group:"troupe.handlers"`
+	Options       []handlers.Option `group:"troupe.router_options"`
 }
 
 func newRouter(lc fx.Lifecycle, p routerParams) (*handlers.Router, error) {
@@ -126,6 +188,7 @@ func newRouter(lc fx.Lifecycle, p routerParams) (*handlers.Router, error) {
 	if p.DB != nil {
 		opts = append(opts, handlers.WithDB(p.DB))
 	}
+	opts = append(opts, p.Options...)
 	r, err := handlers.NewRouter(cfg, p.Transport, opts...)
 	if err != nil {
 		return nil, err

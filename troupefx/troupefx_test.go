@@ -2,6 +2,8 @@ package troupefx_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,5 +66,104 @@ func TestModuleReportsRegistrationErrors(t *testing.T) {
 	)
 	if err := app.Err(); err == nil {
 		t.Fatal("a TxHandler without DBURL was accepted")
+	}
+}
+
+// mailer is a dependency of the application that a handler needs.
+type mailer struct{ sent chan string }
+
+func (m *mailer) send(to string) { m.sent <- to }
+
+type notifyParams struct {
+	fx.In
+	Mailer *mailer
+	DB     *outbox.DB
+}
+
+func TestProvideHandlerInjectsDependencies(t *testing.T) {
+	m := &mailer{sent: make(chan string, 2)}
+	var router *handlers.Router
+	app := fxtest.New(t,
+		troupefx.Module,
+		fx.Supply(troupefx.Config{Service: "shipping", BusURL: "mem://fx-provide", DBURL: "sqlite:" + t.TempDir() + "/s.db"}),
+		fx.Supply(m),
+		troupefx.ProvideHandler("notify", func(p notifyParams) (handlers.Handler[parcelSent], error) {
+			if p.DB == nil {
+				return nil, errors.New("no database injected")
+			}
+			return handlers.HandlerFunc[parcelSent](func(ctx context.Context, e parcelSent) error {
+				p.Mailer.send("notify " + e.ID)
+				return nil
+			}), nil
+		}),
+		troupefx.ProvideTxHandler("record", func(m *mailer) (handlers.TxHandler[parcelSent], error) {
+			return handlers.TxHandlerFunc[parcelSent](func(ctx context.Context, tx *outbox.Tx, e parcelSent) error {
+				tx.AfterCommit(func() { m.send("record " + e.ID) })
+				return nil
+			}), nil
+		}),
+		fx.Populate(&router),
+	)
+	app.RequireStart()
+	defer app.RequireStop()
+	if err := router.Emitter().Emit(context.Background(), parcelSent{ID: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for range 2 {
+		select {
+		case s := <-m.sent:
+			seen[s] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("handlers did not run: %v", seen)
+		}
+	}
+	if !seen["notify p1"] || !seen["record p1"] {
+		t.Fatalf("seen %v", seen)
+	}
+}
+
+func TestProvideHandlerConstructorErrorFailsTheApp(t *testing.T) {
+	app := fx.New(
+		troupefx.Module,
+		fx.Supply(troupefx.Config{Service: "shipping", BusURL: "mem://fx-provide-err"}),
+		troupefx.ProvideHandler("notify", func(*outbox.DB) (handlers.Handler[parcelSent], error) {
+			return nil, errors.New("no mail server configured")
+		}),
+		fx.NopLogger,
+	)
+	err := app.Err()
+	if err == nil || !strings.Contains(err.Error(), "troupefx: handler notify: no mail server configured") {
+		t.Fatalf("app error %v, want the constructor's", err)
+	}
+}
+
+func TestRouterOptionReachesTheRouter(t *testing.T) {
+	outcomes := make(chan handlers.Outcome, 1)
+	var router *handlers.Router
+	app := fxtest.New(t,
+		troupefx.Module,
+		fx.Supply(troupefx.Config{Service: "shipping", BusURL: "mem://fx-option"}),
+		troupefx.RouterOption(handlers.WithObserver(func(_ context.Context, o handlers.Observation) {
+			select {
+			case outcomes <- o.Outcome:
+			default:
+			}
+		})),
+		troupefx.Handler("notify", handlers.HandlerFunc[parcelSent](func(context.Context, parcelSent) error { return nil })),
+		fx.Populate(&router),
+	)
+	app.RequireStart()
+	defer app.RequireStop()
+	if err := router.Emitter().Emit(context.Background(), parcelSent{ID: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case o := <-outcomes:
+		if o != handlers.Handled {
+			t.Fatalf("outcome %v, want handled", o)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the observer given with RouterOption saw nothing")
 	}
 }
