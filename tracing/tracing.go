@@ -41,11 +41,11 @@ import (
 // function flushes and stops the provider. An unknown exporter or protocol
 // is an error.
 func Setup(ctx context.Context, service string) (shutdown func(context.Context) error, err error) {
-	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	exp, err := exporterFromEnv(ctx)
 	if err != nil {
-		return nil, err
+		return nil, err // before any global changes: a bad setting changes nothing
 	}
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	if exp.exporter == nil {
 		return func(context.Context) error { return nil }, nil
 	}

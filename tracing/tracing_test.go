@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -35,6 +37,10 @@ func TestSetupFromEnvironment(t *testing.T) {
 				"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_SERVICE_NAME"} {
 				t.Setenv(k, tt.give[k])
 			}
+			restore := keepGlobals()
+			defer restore()
+			before := &propagation.TraceContext{} // a pointer: comparable
+			otel.SetTextMapPropagator(before)
 			shutdown, err := tracing.Setup(context.Background(), "svc")
 			if tt.wantErr == "" {
 				if err != nil {
@@ -47,6 +53,9 @@ func TestSetupFromEnvironment(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("error %v, want it to mention %s", err, tt.wantErr)
+			}
+			if p, ok := otel.GetTextMapPropagator().(*propagation.TraceContext); !ok || p != before {
+				t.Fatal("a refused setting changed the global propagator")
 			}
 		})
 	}
