@@ -87,3 +87,47 @@ func TestJSONDeadlines(t *testing.T) {
 		t.Error("unknown field in a step accepted")
 	}
 }
+
+// FuzzParseJSON: a declaration file is untrusted input. ParseJSON refuses
+// what it cannot load with an error, never a panic; what it loads writes
+// back to the same declaration; and deriving the status of any history of
+// its events does not panic either.
+func FuzzParseJSON(f *testing.F) {
+	for _, s := range []*saga.Saga{trip(), signup(), checkout()} {
+		b, err := s.MarshalIndent()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	if b, err := os.ReadFile("../examples/ecommerce/checkout.saga.json"); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte(`{"name":"x","start":"a.b","steps":[{"name":"s","trigger":"a.b","success":"c.d","deadline":"-1s"}]}`))
+	f.Add([]byte(`{"name":"x"} {}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := saga.ParseJSON(data)
+		if err != nil {
+			if s != nil {
+				t.Fatalf("a declaration and an error: %v", err)
+			}
+			return
+		}
+		b, err := s.MarshalIndent()
+		if err != nil {
+			t.Fatalf("loaded but cannot write back: %v", err)
+		}
+		again, err := saga.ParseJSON(b)
+		if err != nil {
+			t.Fatalf("written back but refused: %v\n%s", err, b)
+		}
+		if !reflect.DeepEqual(again, s) {
+			t.Fatalf("read back differs\n got %+v\nwant %+v", again, s)
+		}
+		var history []saga.Entry
+		for i, ev := range s.Events() {
+			history = append(history, saga.Entry{Seq: int64(i + 1), Kind: saga.EventEntry, Event: ev, MessageID: ev})
+			saga.Derive(s, history)
+		}
+	})
+}
