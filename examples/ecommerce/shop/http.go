@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -48,10 +49,8 @@ func (s *OrderService) HTTPHandler() http.Handler {
 }
 
 func (s *OrderService) place(w http.ResponseWriter, r *http.Request) {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	var req PlaceRequest
-	if err := dec.Decode(&req); err != nil {
+	req, err := DecodePlaceRequest(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
 		writeJSON(w, http.StatusBadRequest, APIError{Error: "body: " + err.Error()})
 		return
 	}
@@ -118,6 +117,22 @@ func parseWait(r *http.Request) (time.Duration, error) {
 		return 0, fmt.Errorf("timeout: %q is not a duration in (0, %v]", q.Get("timeout"), MaxWait)
 	}
 	return d, nil
+}
+
+// DecodePlaceRequest reads the body of POST /orders strictly: one JSON
+// object, no field the request does not have, nothing after it. It does
+// not validate the request (PlaceRequest.Validate does).
+func DecodePlaceRequest(body io.Reader) (PlaceRequest, error) {
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	var req PlaceRequest
+	if err := dec.Decode(&req); err != nil {
+		return PlaceRequest{}, err
+	}
+	if dec.More() {
+		return PlaceRequest{}, errors.New("data after the JSON object")
+	}
+	return req, nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -78,8 +79,14 @@ func (r PlaceRequest) Validate() error {
 			return &FieldError{fmt.Sprintf("items[%d].quantity", i), "must be positive"}
 		case it.Price < 0:
 			return &FieldError{fmt.Sprintf("items[%d].price", i), "must not be negative"}
+		case it.Price != 0 && it.Quantity > math.MaxInt/it.Price:
+			return &FieldError{fmt.Sprintf("items[%d]", i), "quantity × price is too large"}
 		}
-		total += it.Quantity * it.Price
+		line := it.Quantity * it.Price
+		if total > math.MaxInt-line {
+			return &FieldError{"items", "add up to more than the largest amount"}
+		}
+		total += line
 	}
 	if r.Amount != total {
 		return &FieldError{"amount", fmt.Sprintf("is %d but the items add up to %d", r.Amount, total)}

@@ -292,6 +292,8 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		{"no payment method", shoptest.Order("x", "", shop.Item{SKU: "a", Quantity: 1, Price: 1}), "payment_method", "required"},
 		{"unknown field", `{"customer":"x","colour":"red"}`, "", "unknown field"},
 		{"not JSON", `{"customer":`, "", "body"},
+		{"data after the object", `{"customer":"x"} {}`, "", "data after the JSON object"},
+		{"amount overflows", shop.PlaceRequest{Customer: "x", PaymentMethod: "card", Amount: 0, Items: []shop.Item{{SKU: "a", Quantity: 1 << 62, Price: 4}}}, "items[0]", "too large"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
