@@ -106,16 +106,29 @@ func MemBroker(name string) *broker.Broker {
 	return b
 }
 
-func openMem(u *url.URL, o options) (Transport, error) {
-	if u.Opaque != "" || u.User != nil || u.RawQuery != "" || u.Port() != "" {
-		return nil, fmt.Errorf("transport: bad mem URL %q: want mem://[NAME][/VHOST]", u.String())
+// MemAddress reads a "mem://[NAME][/VHOST]" URL: the bundled broker it
+// reaches in this process (MemBroker) and the virtual host (the default
+// one when the URL has no path).
+func MemAddress(u *url.URL) (b *broker.Broker, vhost string, err error) {
+	if u.Scheme != "mem" || u.Opaque != "" || u.User != nil || u.RawQuery != "" || u.Port() != "" {
+		return nil, "", fmt.Errorf("transport: bad mem URL %q: want mem://[NAME][/VHOST]", u.String())
 	}
-	b := MemBroker(u.Hostname())
-	vhost := strings.TrimPrefix(u.Path, "/")
+	vhost = strings.TrimPrefix(u.Path, "/")
 	if vhost == "" {
 		vhost = broker.DefaultVHost
-	} else if err := b.AddVHost(vhost); err != nil {
-		return nil, fmt.Errorf("transport: %w", err)
+	}
+	return MemBroker(u.Hostname()), vhost, nil
+}
+
+func openMem(u *url.URL, o options) (Transport, error) {
+	b, vhost, err := MemAddress(u)
+	if err != nil {
+		return nil, err
+	}
+	if vhost != broker.DefaultVHost {
+		if err := b.AddVHost(vhost); err != nil {
+			return nil, fmt.Errorf("transport: %w", err)
+		}
 	}
 	t, err := inproc.New(b, vhost, inproc.WithLogger(o.logger))
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"strings"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
@@ -24,11 +23,11 @@ func Dial(rawURL string) (Conn, error) {
 	case "amqp", "amqps":
 		return dialAMQP(rawURL)
 	case "mem":
-		vhost := strings.TrimPrefix(u.Path, "/") // as transport.Open reads it
-		if vhost == "" {
-			vhost = broker.DefaultVHost
+		b, vhost, err := transport.MemAddress(u)
+		if err != nil {
+			return nil, fmt.Errorf("dlq: %w", err)
 		}
-		return dialMem(transport.MemBroker(u.Hostname()), vhost)
+		return dialMem(b, vhost)
 	}
 	return nil, fmt.Errorf("dlq: unsupported URL scheme %q: want amqp:// (or mem:// in process)", u.Scheme)
 }
