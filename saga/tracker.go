@@ -68,8 +68,9 @@ type TrackerConfig struct {
 // queue of its own, "saga-tracker.<saga>", and records it in the history
 // of the instance named by the message's saga id, in its database, then
 // derives the instance's state again (Derive). Each message is recorded
-// once: the history's key (saga, id, message id) turns a redelivery into
-// a no-op. The messages its consumers hold at one moment are recorded in
+// once: a message whose id is in the instance's history (read in the
+// recording transaction) is skipped, and the history's unique key (saga,
+// id, message id) refuses a copy that slipped past. The messages its consumers hold at one moment are recorded in
 // one transaction. It checks deadlines, emitting TimedOutEvent through its
 // outbox, and emits FailedEvent when an instance is parked in state
 // failed. Replicas may run against one database and one queue. Safe for
@@ -296,7 +297,7 @@ func (t *Tracker) deadlines(ctx context.Context) {
 // An error means nothing was recorded: requeue the message. Safe for
 // concurrent use.
 func (t *Tracker) Handle(ctx context.Context, msg *message.Message) error {
-	// No inbox row: the history's key (saga, id, message id) is the
+	// No inbox row: the message id in the instance's history is the
 	// idempotency key, and a redelivery is not added again.
 	return t.HandleBatch(ctx, []*message.Message{msg})
 }

@@ -100,29 +100,29 @@ func supplyRegistration(f registration) fx.Option {
 //		return newCharger(p.Gateway, p.Log), nil
 //	})
 func ProvideHandler[E handlers.Event, P any](name string, newHandler func(P) (handlers.Handler[E], error), opts ...handlers.HandlerOption) fx.Option {
-	return provideRegistration(func(p P) (registration, error) {
-		h, err := newHandler(p)
-		if err != nil {
-			return nil, fmt.Errorf("troupefx: handler %s: %w", name, err)
-		}
-		return func(r *handlers.Router) error { return handlers.Handle(r, name, h, opts...) }, nil
+	return provideRegistration(name, newHandler, func(r *handlers.Router, h handlers.Handler[E]) error {
+		return handlers.Handle(r, name, h, opts...)
 	})
 }
 
 // ProvideTxHandler is ProvideHandler for a transactional handler
 // (handlers.HandleTx); the Config needs a DBURL.
 func ProvideTxHandler[E handlers.Event, P any](name string, newHandler func(P) (handlers.TxHandler[E], error), opts ...handlers.HandlerOption) fx.Option {
-	return provideRegistration(func(p P) (registration, error) {
+	return provideRegistration(name, newHandler, func(r *handlers.Router, h handlers.TxHandler[E]) error {
+		return handlers.HandleTx(r, name, h, opts...)
+	})
+}
+
+// provideRegistration provides the registration of the handler that
+// newHandler builds, which register registers.
+func provideRegistration[H, P any](name string, newHandler func(P) (H, error), register func(*handlers.Router, H) error) fx.Option {
+	return fx.Provide(fx.Annotate(func(p P) (registration, error) {
 		h, err := newHandler(p)
 		if err != nil {
 			return nil, fmt.Errorf("troupefx: handler %s: %w", name, err)
 		}
-		return func(r *handlers.Router) error { return handlers.HandleTx(r, name, h, opts...) }, nil
-	})
-}
-
-func provideRegistration[P any](newRegistration func(P) (registration, error)) fx.Option {
-	return fx.Provide(fx.Annotate(newRegistration, fx.ResultTags(handlersGroup)))
+		return func(r *handlers.Router) error { return register(r, h) }, nil
+	}, fx.ResultTags(handlersGroup)))
 }
 
 const optionsGroup = `group:"troupe.router_options"`
