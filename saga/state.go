@@ -127,10 +127,6 @@ type stepFacts struct {
 	startAt                                                    time.Time // the earliest trigger's production time
 }
 
-// stepFactsOnStack is how many steps' facts Derive keeps without
-// allocating.
-const stepFactsOnStack = 8
-
 // step returns the facts of the step named name, nil for a name the saga
 // does not declare (which no rule reads).
 func (f *facts) step(s *Saga, name string) *stepFacts {
@@ -199,13 +195,7 @@ func Derive(s *Saga, history []Entry) Status {
 }
 
 func collect(s *Saga, history []Entry) *facts {
-	var buf [stepFactsOnStack]stepFacts
-	f := &facts{steps: buf[:0]}
-	if len(s.Steps) <= len(buf) {
-		f.steps = buf[:len(s.Steps)]
-	} else {
-		f.steps = make([]stepFacts, len(s.Steps))
-	}
+	f := &facts{steps: make([]stepFacts, len(s.Steps))}
 	h := history
 	bySeq := func(a, b Entry) int { return cmp.Compare(a.Seq, b.Seq) }
 	if !slices.IsSortedFunc(h, bySeq) {
