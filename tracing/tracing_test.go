@@ -117,3 +117,55 @@ func TestSpanNamesAndAttributes(t *testing.T) {
 		t.Errorf("missing event or saga id attribute: %v", ended[1].Attributes())
 	}
 }
+
+// valueProvider is a tracer provider of a type that is not comparable (a
+// struct holding a slice): tracer must not compare it, only use it.
+type valueProvider struct {
+	trace.TracerProvider
+	_ []int
+}
+
+// TestSpansFollowTheGlobalProvider: each span goes to the provider set at
+// the time it starts, whatever provider the earlier spans went to (tracer
+// keeps the last provider's tracer).
+func TestSpansFollowTheGlobalProvider(t *testing.T) {
+	restore := keepGlobals()
+	defer restore()
+	recorders := make([]*tracetest.SpanRecorder, 3)
+	providers := make([]trace.TracerProvider, 3)
+	for i := range recorders {
+		recorders[i] = tracetest.NewSpanRecorder()
+		providers[i] = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorders[i]))
+	}
+	providers[2] = valueProvider{TracerProvider: providers[2]}
+	// Back to the first provider at the end: a stale tracer would send
+	// these spans to the third.
+	for round, i := range []int{0, 1, 2, 2, 0} {
+		otel.SetTracerProvider(providers[i])
+		msg := message.NewMessage("m"+string(rune('a'+round)), nil)
+		_, span := tracing.StartProcess(context.Background(), msg, "q")
+		span.End()
+	}
+	for i, want := range []int{2, 1, 2} {
+		if got := len(recorders[i].Ended()); got != want {
+			t.Errorf("provider %d recorded %d spans, want %d", i, got, want)
+		}
+	}
+}
+
+// BenchmarkStartProcess: consumer spans started on every processor at
+// once, as a service's handlers do, with the global provider that exports
+// nothing (no OTEL_* setting).
+func BenchmarkStartProcess(b *testing.B) {
+	msg := message.NewMessage("m", []byte("{}"))
+	msg.Metadata.Set(envelope.EventKey, "order.placed")
+	msg.Metadata.Set(envelope.SagaIDKey, "o-1")
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, span := tracing.StartProcess(ctx, msg, "payment.charge")
+			span.End()
+		}
+	})
+}
