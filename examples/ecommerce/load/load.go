@@ -485,6 +485,7 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 func (r *run) progress(done <-chan struct{}) {
 	t := time.NewTicker(r.cfg.ProgressInterval)
 	defer t.Stop()
+	var last progressMark
 	for {
 		select {
 		case <-done:
@@ -493,25 +494,48 @@ func (r *run) progress(done <-chan struct{}) {
 			}
 			return
 		case <-t.C:
-			r.writeProgress()
+			last = r.writeProgress(last)
 		}
 	}
 }
 
-func (r *run) writeProgress() {
-	res := r.result()
+// progressMark is where the previous progress line was: the orders
+// completed then and the run's time.
+type progressMark struct {
+	completed int
+	elapsed   time.Duration
+}
+
+// progressLine is a progress line: the bar, the orders ended of total,
+// the rate over the whole run and since the previous line (the first
+// seconds of a run, while the stack warms up, hold the whole run's rate
+// down), the latencies, and the stuck and failed orders if any.
+func progressLine(res Result, total int, last progressMark) string {
 	done := res.Completed() + res.Stuck + res.Failed
 	const width = 30
-	filled := width * done / r.cfg.Orders
-	line := fmt.Sprintf("[%s%s] %d/%d  %.0f orders/s  p50 %v  p99 %v",
-		strings.Repeat("#", filled), strings.Repeat(" ", width-filled), done, r.cfg.Orders, res.Rate(),
+	filled := width * min(done, total) / max(total, 1)
+	now := 0.0
+	if d := res.Elapsed - last.elapsed; d > 0 {
+		now = float64(res.Completed()-last.completed) / d.Seconds()
+	}
+	line := fmt.Sprintf("[%s%s] %d/%d  %.0f orders/s (now %.0f)  p50 %v  p99 %v",
+		strings.Repeat("#", filled), strings.Repeat(" ", width-filled), done, total, res.Rate(), now,
 		res.P50.Round(100*time.Microsecond), res.P99.Round(100*time.Microsecond))
 	if res.Stuck+res.Failed > 0 {
 		line += fmt.Sprintf("  stuck %d failed %d", res.Stuck, res.Failed)
 	}
+	return line
+}
+
+// writeProgress writes a progress line and returns where it was.
+func (r *run) writeProgress(last progressMark) progressMark {
+	res := r.result()
+	line := progressLine(res, r.cfg.Orders, last)
+	mark := progressMark{completed: res.Completed(), elapsed: res.Elapsed}
 	if r.cfg.ProgressInPlace {
 		fmt.Fprintf(r.cfg.Progress, "\r%-100s", line)
-		return
+		return mark
 	}
 	fmt.Fprintln(r.cfg.Progress, line)
+	return mark
 }
