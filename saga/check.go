@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/troupehq/troupe/handlers"
+	"github.com/troupehq/troupe/internal/strictjson"
 )
 
 // Registry is what the services really consume: their handlers and the
@@ -78,8 +79,8 @@ func ReadRegistry(r io.Reader) (Registry, error) {
 	if err := dec.Decode(&file); err != nil {
 		return Registry{}, fmt.Errorf("saga: registry: %w", err)
 	}
-	if dec.More() {
-		return Registry{}, errors.New("saga: registry: data after the JSON object")
+	if err := strictjson.End(dec); err != nil {
+		return Registry{}, fmt.Errorf("saga: registry: %w", err)
 	}
 	var reg Registry
 	for _, sh := range file.Services {

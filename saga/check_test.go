@@ -263,6 +263,7 @@ func TestReadRegistryRejects(t *testing.T) {
 		{"not json", `{`, "unexpected EOF"},
 		{"unknown field", `{"services": [], "extra": 1}`, "unknown field"},
 		{"trailing data", `{"services": []} {}`, "data after"},
+		{"a stray bracket after it", `{"services": []}]`, "data after"},
 		{"bad service", `{"services": [{"service": "Pay Ment", "handlers": []}]}`, `service name "Pay Ment"`},
 		{"bad handler", `{"services": [{"service": "pay", "handlers": [{"name": "", "events": ["a.b"]}]}]}`, `handler name ""`},
 		{"no events", `{"services": [{"service": "pay", "handlers": [{"name": "h", "events": []}]}]}`, "consumes no event"},

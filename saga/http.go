@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+
+	"github.com/troupehq/troupe/internal/strictjson"
 )
 
 // HTTPHandler serves a store as JSON, for an operator's tools and pages:
@@ -92,6 +94,10 @@ func (h *httpHandler) act(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, httpError{"body: " + err.Error()})
+		return
+	}
+	if err := strictjson.End(dec); err != nil {
 		writeJSON(w, http.StatusBadRequest, httpError{"body: " + err.Error()})
 		return
 	}

@@ -3,10 +3,11 @@ package saga
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/troupehq/troupe/internal/strictjson"
 )
 
 // ParseJSON decodes a declaration from its JSON form (the Saga type's
@@ -20,8 +21,8 @@ func ParseJSON(data []byte) (*Saga, error) {
 	if err := dec.Decode(&s); err != nil {
 		return nil, fmt.Errorf("saga: declaration: %w", err)
 	}
-	if dec.More() {
-		return nil, errors.New("saga: declaration: data after the JSON object")
+	if err := strictjson.End(dec); err != nil {
+		return nil, fmt.Errorf("saga: declaration: %w", err)
 	}
 	if err := s.Validate(); err != nil {
 		return nil, err

@@ -42,6 +42,7 @@ func TestParseJSONRejects(t *testing.T) {
 		{"not json", `{"name":`, "unexpected EOF"},
 		{"unknown field", `{"name": "x", "stepz": []}`, `unknown field "stepz"`},
 		{"trailing data", string(valid) + `{}`, "data after"},
+		{"a stray brace after it", string(valid) + `}`, "data after"},
 		{"wrong type", `{"name": 1}`, "cannot unmarshal"},
 		{"invalid declaration", strings.Replace(string(valid), `"no_compensation": "last step"`, `"no_compensation": ""`, 1),
 			"saga trip: step car: uncompensated"},

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/troupehq/troupe/internal/strictjson"
 	"github.com/troupehq/troupe/tracing"
 )
 
@@ -129,8 +130,8 @@ func DecodePlaceRequest(body io.Reader) (PlaceRequest, error) {
 	if err := dec.Decode(&req); err != nil {
 		return PlaceRequest{}, err
 	}
-	if dec.More() {
-		return PlaceRequest{}, errors.New("data after the JSON object")
+	if err := strictjson.End(dec); err != nil {
+		return PlaceRequest{}, err
 	}
 	return req, nil
 }

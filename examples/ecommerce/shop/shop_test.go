@@ -293,6 +293,7 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		{"unknown field", `{"customer":"x","colour":"red"}`, "", "unknown field"},
 		{"not JSON", `{"customer":`, "", "body"},
 		{"data after the object", `{"customer":"x"} {}`, "", "data after the JSON object"},
+		{"a stray bracket after the object", `{"customer":"x"}]`, "", "data after the JSON object"},
 		{"amount overflows", shop.PlaceRequest{Customer: "x", PaymentMethod: "card", Amount: 0, Items: []shop.Item{{SKU: "a", Quantity: 1 << 62, Price: 4}}}, "items[0]", "too large"},
 	}
 	for _, tt := range tests {
