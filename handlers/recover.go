@@ -101,8 +101,7 @@ func (r *Router) handle(ctx context.Context, reg registration, h message.Handler
 			return Duplicate, nil, nil
 		}
 	}
-	prior, _ := strconv.Atoi(msg.Metadata.Get(envelope.AttemptsKey))
-	d := &delivery{prior: prior}
+	d := &delivery{prior: headerCount(msg.Metadata, envelope.AttemptsKey)}
 	msg.SetContext(context.WithValue(ctx, deliveryKey{}, d))
 	emitted, err := h(msg)
 	if errors.Is(err, errDuplicate) {
@@ -130,6 +129,18 @@ func (r *Router) handle(ctx context.Context, reg registration, h message.Handler
 	return Handled, nil, nil
 }
 
+// maxHeaderCount caps the counts read from headers, far enough from the
+// largest int that adding runs to one cannot overflow.
+const maxHeaderCount = 1 << 30
+
+// headerCount reads a count header (attempts, delayed redeliveries), which
+// a message from the bus may carry with any text: missing, malformed or
+// negative is 0, and it is at most maxHeaderCount.
+func headerCount(md message.Metadata, key string) int {
+	n, _ := strconv.Atoi(md.Get(key)) // out of range: the nearest int
+	return min(max(n, 0), maxHeaderCount)
+}
+
 // errorKind classifies a failure for the ErrorKindKey header.
 func errorKind(err error) string {
 	if _, ok := errors.AsType[*DecodeError](err); ok {
@@ -146,7 +157,7 @@ func errorKind(err error) string {
 // out of budget; then the original is acked.
 func (r *Router) park(ctx context.Context, reg registration, msg *message.Message, d *delivery, cause error) error {
 	attempts := d.prior + d.runs
-	delayed, _ := strconv.Atoi(msg.Metadata.Get(envelope.DelayedKey))
+	delayed := headerCount(msg.Metadata, envelope.DelayedKey)
 	kind := errorKind(cause)
 	now := r.m.now().UTC().Format(time.RFC3339Nano)
 	out := msg.Copy()
