@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"slices"
 	"strings"
@@ -76,7 +77,21 @@ type Instance struct {
 	History []Entry `json:"history,omitempty"`
 }
 
-func nanos(t time.Time) int64 { return t.UnixNano() }
+// nanos is t as the store keeps times: Unix nanoseconds. A time beyond
+// their range (years 1677 to 2262), such as a deadline far ahead, is kept
+// as the nearest end of it, where UnixNano would overflow.
+func nanos(t time.Time) int64 {
+	switch {
+	case t.Before(minNanos):
+		return math.MinInt64
+	case t.After(maxNanos):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// minNanos and maxNanos bound the times the store keeps.
+var minNanos, maxNanos = fromNanos(math.MinInt64), fromNanos(math.MaxInt64)
 
 func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
 

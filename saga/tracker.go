@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
@@ -292,10 +293,10 @@ func (t *Tracker) deadlines(ctx context.Context) {
 
 // Handle records one message of the bus (what Run does with each): an
 // event of the saga, or a handlers.DeadLettered announcement of one of
-// its messages. A message without a saga id, or that is not the saga's,
-// is skipped. A message recorded before (a redelivery) changes nothing.
-// An error means nothing was recorded: requeue the message. Safe for
-// concurrent use.
+// its messages. A message without a saga id (or with one that is not
+// UTF-8), or that is not the saga's, is skipped. A message recorded
+// before (a redelivery) changes nothing. An error means nothing was
+// recorded: requeue the message. Safe for concurrent use.
 func (t *Tracker) Handle(ctx context.Context, msg *message.Message) error {
 	// No inbox row: the message id in the instance's history is the
 	// idempotency key, and a redelivery is not added again.
@@ -311,7 +312,10 @@ func (t *Tracker) HandleBatch(ctx context.Context, msgs []*message.Message) erro
 	var causes []*message.Message
 	for _, msg := range msgs {
 		id := msg.Metadata.Get(envelope.SagaIDKey)
-		if id == "" {
+		// A saga id that is not UTF-8 names no instance: the store would
+		// not read its history back (SQLite gets the ids as JSON), and
+		// PostgreSQL refuses it.
+		if id == "" || !utf8.ValidString(id) {
 			continue
 		}
 		if e, ok := t.entry(msg); ok {
@@ -342,7 +346,9 @@ func (t *Tracker) HandleBatch(ctx context.Context, msgs []*message.Message) erro
 func (t *Tracker) entry(msg *message.Message) (Entry, bool) {
 	md := msg.Metadata
 	at, err := time.Parse(time.RFC3339Nano, md.Get(envelope.ProducedAtKey))
-	if err != nil {
+	if err != nil || at.Before(minNanos) || at.After(maxNanos) {
+		// Unreadable, or beyond the times the store keeps (Unix
+		// nanoseconds in an int64, years 1677 to 2262).
 		at = t.cfg.Clock.Now()
 	}
 	e := Entry{At: at.UTC(), RecordedAt: t.cfg.Clock.Now().UTC(), Kind: EventEntry,
