@@ -164,7 +164,7 @@ func (r *Router) park(ctx context.Context, reg registration, msg *message.Messag
 	out.SetContext(ctx)
 	// Headers the broker owns would be stale (or, as text, malformed) on a
 	// republished copy.
-	for _, k := range []string{"x-death", "x-first-death-reason", "x-first-death-queue", "x-first-death-exchange", bus.RedeliveredKey} {
+	for _, k := range bus.BrokerKeys {
 		delete(out.Metadata, k)
 	}
 	md := out.Metadata

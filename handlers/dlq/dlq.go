@@ -157,8 +157,7 @@ func Replay(ctx context.Context, c Conn, queue string, f Filter, by string, now 
 		for k, v := range l.headers {
 			h[k] = v
 		}
-		for _, k := range []string{envelope.AttemptsKey, envelope.DelayedKey, "x-death", "x-first-death-reason",
-			"x-first-death-queue", "x-first-death-exchange", bus.RedeliveredKey} {
+		for _, k := range append([]string{envelope.AttemptsKey, envelope.DelayedKey}, bus.BrokerKeys...) {
 			delete(h, k)
 		}
 		replays, _ := strconv.Atoi(l.Metadata[envelope.ReplaysKey])

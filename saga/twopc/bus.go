@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -41,6 +42,7 @@ type Bus struct {
 	t        transport.Transport
 	exchange string
 	pub      message.Publisher
+	queues   message.Publisher // to a queue by name: the dead-letter queues
 	logger   *slog.Logger
 }
 
@@ -54,7 +56,11 @@ func NewBus(t transport.Transport, exchange string, logger *slog.Logger) (*Bus, 
 	if err != nil {
 		return nil, fmt.Errorf("twopc: publisher: %w", err)
 	}
-	return &Bus{t: t, exchange: exchange, pub: pub, logger: logger}, nil
+	queues, err := t.NewPublisher(bus.PublisherConfig{ToQueue: true, Mandatory: true})
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("twopc: publisher: %w", err), pub.Close())
+	}
+	return &Bus{t: t, exchange: exchange, pub: pub, queues: queues, logger: logger}, nil
 }
 
 // Declare declares the queues of nodes, so that messages sent to them
@@ -96,8 +102,11 @@ func (b *Bus) Send(ctx context.Context, m Message) error {
 // below 1) and hands each message to d, until ctx ends. A message d fails
 // on is logged and acknowledged: the protocol re-sends what was lost (the
 // coordinator PREPARE and the decision, a participant its query), so a
-// failing message cannot loop. It returns ctx's error, or the error of
-// subscribing.
+// failing message cannot loop. A message that is not a protocol message
+// (its payload does not decode) goes to the queue's dead-letter queue with
+// the decoder's error (envelope.ErrorKey, kind "decode"), where `troupe
+// dlq` lists it; if that publish fails it is requeued, after a pause. It
+// returns ctx's error, or the error of subscribing.
 func (b *Bus) Serve(ctx context.Context, node string, d Deliverer, consumers int) error {
 	sub, err := b.t.NewSubscriber(bus.SubscriberConfig{
 		Exchange:  b.exchange,
@@ -127,12 +136,54 @@ func (b *Bus) consume(ctx context.Context, node string, d Deliverer, msgs <-chan
 	for msg := range msgs {
 		var m Message
 		if err := json.Unmarshal(msg.Payload, &m); err != nil {
-			b.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: undecodable message", slog.String(logNode, node),
-				slog.String("message_id", msg.UUID), slog.Any("error", err))
+			if !b.deadLetter(ctx, node, msg, err) {
+				msg.Nack()
+				continue
+			}
 		} else if err := d.Deliver(ctx, m); err != nil {
 			b.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: deliver", slog.String(logNode, node),
 				slog.String(logGID, m.GID), slog.String("kind", m.Kind.String()), slog.Any("error", err))
 		}
 		msg.Ack()
 	}
+}
+
+// deadLetterPause is how long a message that could not be dead-lettered
+// waits before it is requeued, so that a broker refusing the dead-letter
+// queue does not make the consumer spin.
+const deadLetterPause = time.Second
+
+// deadLetter parks msg, which the bus could not decode (cause), in the
+// dead-letter queue of node's queue, with the reason. It reports false
+// when the publish failed (after deadLetterPause, or ctx's end): the
+// caller requeues msg.
+func (b *Bus) deadLetter(ctx context.Context, node string, msg *message.Message, cause error) bool {
+	queue := Topic(node)
+	target := bus.DeadLetterQueue(queue)
+	out := msg.Copy()
+	out.SetContext(ctx)
+	for _, k := range bus.BrokerKeys {
+		delete(out.Metadata, k)
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	md := out.Metadata
+	md.Set(envelope.ErrorKey, cause.Error())
+	md.Set(envelope.ErrorKindKey, "decode")
+	md.Set(envelope.QueueKey, queue)
+	md.Set(envelope.LastFailureKey, now)
+	if md.Get(envelope.FirstFailureKey) == "" {
+		md.Set(envelope.FirstFailureKey, now)
+	}
+	if err := b.queues.Publish(target, out); err != nil {
+		b.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: undecodable message not dead-lettered; requeued", slog.String(logNode, node),
+			slog.String("message_id", msg.UUID), slog.Any("error", err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(deadLetterPause):
+		}
+		return false
+	}
+	b.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: undecodable message", slog.String(logNode, node),
+		slog.String("message_id", msg.UUID), slog.Any("error", cause), slog.String("dead_letter_queue", target))
+	return true
 }

@@ -104,3 +104,10 @@ var (
 // RedeliveredKey is the metadata key a subscriber sets to "true" on a
 // message the broker delivered before.
 const RedeliveredKey = "x-redelivered"
+
+// BrokerKeys are the metadata keys the broker or the subscriber sets on a
+// delivery (RabbitMQ's dead-lettering headers, RedeliveredKey): a copy of
+// the message published again (to a retry or dead-letter queue, or
+// replayed from one) drops them, or they would be stale, or as text
+// malformed.
+var BrokerKeys = []string{"x-death", "x-first-death-reason", "x-first-death-queue", "x-first-death-exchange", RedeliveredKey}
