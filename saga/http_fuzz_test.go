@@ -18,7 +18,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/troupehq/troupe/handlers"
-	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/saga"
 	"github.com/troupehq/troupe/transport/envelope"
 )
@@ -58,14 +57,11 @@ type actionFixture struct {
 func newActionFixture(f *testing.F) *actionFixture {
 	f.Helper()
 	ctx := context.Background()
-	db, err := outbox.Open(ctx, "sqlite:"+f.TempDir()+"/tracker.db")
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { _ = db.Close() })
+	db := openFuzzDB(f)
 	// The tracker never runs: its instances are recorded by HandleBatch,
 	// so it needs no bus.
 	fx := &actionFixture{clock: newClock()}
+	var err error
 	if fx.tk, err = saga.NewTracker(ctx, checkout(), db, nil, saga.TrackerConfig{Clock: fx.clock}); err != nil {
 		f.Fatal(err)
 	}

@@ -88,14 +88,21 @@ type trackerFuzzRig struct {
 	tk    *saga.Tracker
 }
 
-func newTrackerFuzzRig(f *testing.F) *trackerFuzzRig {
+// openFuzzDB opens a tracker database for a fuzz worker, closed with it.
+func openFuzzDB(f *testing.F) *outbox.DB {
 	f.Helper()
-	ctx := context.Background()
-	db, err := outbox.Open(ctx, "sqlite:"+f.TempDir()+"/tracker.db")
+	db, err := outbox.Open(context.Background(), "sqlite:"+f.TempDir()+"/tracker.db")
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func newTrackerFuzzRig(f *testing.F) *trackerFuzzRig {
+	f.Helper()
+	ctx := context.Background()
+	db := openFuzzDB(f)
 	// Handle does not touch the bus; the tracker needs one all the same.
 	tr, err := transport.Open(fmt.Sprintf("mem://saga-tracker-fuzz-%d", busSeq.Add(1)))
 	if err != nil {
