@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -351,9 +352,12 @@ func (t *Tracker) entry(msg *message.Message) (Entry, bool) {
 		// nanoseconds in an int64, years 1677 to 2262).
 		at = t.cfg.Clock.Now()
 	}
+	// Ids from the bus may be any bytes; PostgreSQL refuses text that is
+	// not UTF-8 (every redelivery would fail again), so such an id is kept
+	// with U+FFFD for each run of bad bytes, on either database.
 	e := Entry{At: at.UTC(), RecordedAt: t.cfg.Clock.Now().UTC(), Kind: EventEntry,
-		Event: md.Get(envelope.EventKey), MessageID: msg.UUID, CausationID: md.Get(envelope.CausationIDKey),
-		TraceID: traceID(md)}
+		Event: md.Get(envelope.EventKey), MessageID: strings.ToValidUTF8(msg.UUID, "\uFFFD"),
+		CausationID: strings.ToValidUTF8(md.Get(envelope.CausationIDKey), "\uFFFD"), TraceID: traceID(md)}
 	if e.Event == handlers.DeadLetteredEvent {
 		return t.deadLetter(msg, e)
 	}

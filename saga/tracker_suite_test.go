@@ -255,6 +255,7 @@ func runTrackerSuite(t *testing.T, busURL string, newURL func(t *testing.T) stri
 		{"Replicas", testReplicas},
 		{"Ignored", testIgnored},
 		{"Batch", testBatch},
+		{"IdsNotUTF8", testIdsNotUTF8},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -614,5 +615,25 @@ func testBatch(t *testing.T, r *rig) {
 		if in, err := r.tk.Store().Get(ctx, "", id); !errors.Is(err, saga.ErrNotFound) {
 			t.Errorf("%s after a failed batch: %+v, %v; want no instance", id, in, err)
 		}
+	}
+}
+
+// testIdsNotUTF8: a message whose id and causation id are not UTF-8 (the
+// bus carries any bytes) is recorded once, with U+FFFD for each run of bad
+// bytes, however often it comes; PostgreSQL refused such text, and every
+// redelivery failed again.
+func testIdsNotUTF8(t *testing.T, r *rig) {
+	ctx := context.Background()
+	m := r.msg("u1", "order.placed", nil)
+	m.UUID = "m-\xff\xfe"
+	m.Metadata.Set(envelope.CausationIDKey, "c-\xc3")
+	for i := range 2 {
+		if err := r.tk.Handle(ctx, m); err != nil {
+			t.Fatalf("delivery %d: %v", i+1, err)
+		}
+	}
+	in := r.await("u1", saga.Running, "charge", 1)
+	if e := in.History[0]; e.MessageID != "m-\uFFFD" || e.CausationID != "c-\uFFFD" {
+		t.Fatalf("recorded message %q caused by %q", e.MessageID, e.CausationID)
 	}
 }
