@@ -159,23 +159,9 @@ func (r *Router) park(ctx context.Context, reg registration, msg *message.Messag
 	attempts := d.prior + d.runs
 	delayed := headerCount(msg.Metadata, envelope.DelayedKey)
 	kind := errorKind(cause)
-	now := r.m.now().UTC().Format(time.RFC3339Nano)
-	out := msg.Copy()
-	out.SetContext(ctx)
-	// Headers the broker owns would be stale (or, as text, malformed) on a
-	// republished copy.
-	for _, k := range bus.BrokerKeys {
-		delete(out.Metadata, k)
-	}
+	out := bus.FailedCopy(ctx, msg, reg.queue, kind, cause, r.m.now())
 	md := out.Metadata
 	md.Set(envelope.AttemptsKey, strconv.Itoa(attempts))
-	md.Set(envelope.ErrorKey, cause.Error())
-	md.Set(envelope.ErrorKindKey, kind)
-	md.Set(envelope.LastFailureKey, now)
-	if md.Get(envelope.FirstFailureKey) == "" {
-		md.Set(envelope.FirstFailureKey, now)
-	}
-	md.Set(envelope.QueueKey, reg.queue)
 	md.Set(envelope.HandlerKey, reg.name)
 	target := bus.DeadLetterQueue(reg.queue)
 	retry := kind == "transient" && !errors.Is(cause, errBudget) &&

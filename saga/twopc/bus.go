@@ -160,20 +160,7 @@ const deadLetterPause = time.Second
 func (b *Bus) deadLetter(ctx context.Context, node string, msg *message.Message, cause error) bool {
 	queue := Topic(node)
 	target := bus.DeadLetterQueue(queue)
-	out := msg.Copy()
-	out.SetContext(ctx)
-	for _, k := range bus.BrokerKeys {
-		delete(out.Metadata, k)
-	}
-	now := time.Now().UTC().Format(time.RFC3339Nano)
-	md := out.Metadata
-	md.Set(envelope.ErrorKey, cause.Error())
-	md.Set(envelope.ErrorKindKey, "decode")
-	md.Set(envelope.QueueKey, queue)
-	md.Set(envelope.LastFailureKey, now)
-	if md.Get(envelope.FirstFailureKey) == "" {
-		md.Set(envelope.FirstFailureKey, now)
-	}
+	out := bus.FailedCopy(ctx, msg, queue, "decode", cause, time.Now())
 	if err := b.queues.Publish(target, out); err != nil {
 		b.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: undecodable message not dead-lettered; requeued", slog.String(logNode, node),
 			slog.String("message_id", msg.UUID), slog.Any("error", err))
