@@ -356,7 +356,10 @@ func (g *fuzzRig) collect(t *testing.T, tc *fuzzTrace, done func() bool) {
 	t.Helper()
 	timeout := time.NewTimer(10 * time.Second)
 	defer timeout.Stop()
-	for !done() {
+	// A run is sent before its observation, but select may take the
+	// observation first: runs still buffered belong to what was observed,
+	// so they are read before returning.
+	for !done() || len(g.runs) > 0 {
 		select {
 		case run := <-g.runs:
 			switch run.seq {
