@@ -99,14 +99,17 @@ func (b *Bus) Send(ctx context.Context, m Message) error {
 }
 
 // Serve consumes node's queue with consumers concurrent consumers (1 when
-// below 1) and hands each message to d, until ctx ends. A message d fails
-// on is logged and acknowledged: the protocol re-sends what was lost (the
+// below 1) and hands each message to d, until ctx ends. Nothing that
+// arrives is dropped: a message that is not a protocol message (its
+// payload does not decode) goes to the dead-letter queue of node's queue
+// with the decoder's error (envelope.ErrorKey, kind "decode"), and one d
+// rejects (an error wrapping ErrRejected) goes there with d's reason (kind
+// "rejected"), where `troupe dlq` lists them; if that publish fails the
+// message is requeued, after a pause. A message d fails on otherwise is
+// logged and acknowledged: the protocol re-sends what was lost (the
 // coordinator PREPARE and the decision, a participant its query), so a
-// failing message cannot loop. A message that is not a protocol message
-// (its payload does not decode) goes to the queue's dead-letter queue with
-// the decoder's error (envelope.ErrorKey, kind "decode"), where `troupe
-// dlq` lists it; if that publish fails it is requeued, after a pause. It
-// returns ctx's error, or the error of subscribing.
+// failing message cannot loop. It returns ctx's error, or the error of
+// subscribing.
 func (b *Bus) Serve(ctx context.Context, node string, d Deliverer, consumers int) error {
 	sub, err := b.t.NewSubscriber(bus.SubscriberConfig{
 		Exchange:  b.exchange,
@@ -136,11 +139,16 @@ func (b *Bus) consume(ctx context.Context, node string, d Deliverer, msgs <-chan
 	for msg := range msgs {
 		var m Message
 		if err := json.Unmarshal(msg.Payload, &m); err != nil {
-			if !b.deadLetter(ctx, node, msg, err) {
+			if !b.deadLetter(ctx, node, msg, kindDecode, err) {
 				msg.Nack()
 				continue
 			}
-		} else if err := d.Deliver(ctx, m); err != nil {
+		} else if err := d.Deliver(ctx, m); errors.Is(err, ErrRejected) {
+			if !b.deadLetter(ctx, node, msg, kindRejected, err) {
+				msg.Nack()
+				continue
+			}
+		} else if err != nil {
 			b.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: deliver", slog.String(logNode, node),
 				slog.String(logGID, m.GID), slog.String("kind", m.Kind.String()), slog.Any("error", err))
 		}
@@ -148,21 +156,33 @@ func (b *Bus) consume(ctx context.Context, node string, d Deliverer, msgs <-chan
 	}
 }
 
+// Kinds of the messages Serve dead-letters (envelope.ErrorKindKey), and
+// what it logs when it does.
+const (
+	kindDecode   = "decode"   // not a protocol message
+	kindRejected = "rejected" // a protocol message its node rejected
+)
+
+var deadLetterLogs = map[string]string{
+	kindDecode:   "twopc: undecodable message",
+	kindRejected: "twopc: rejected message",
+}
+
 // deadLetterPause is how long a message that could not be dead-lettered
 // waits before it is requeued, so that a broker refusing the dead-letter
 // queue does not make the consumer spin.
 const deadLetterPause = time.Second
 
-// deadLetter parks msg, which the bus could not decode (cause), in the
-// dead-letter queue of node's queue, with the reason. It reports false
-// when the publish failed (after deadLetterPause, or ctx's end): the
-// caller requeues msg.
-func (b *Bus) deadLetter(ctx context.Context, node string, msg *message.Message, cause error) bool {
+// deadLetter parks msg, which the bus could not decode or node rejected
+// (kind, and cause, why), in the dead-letter queue of node's queue, with
+// the reason. It reports false when the publish failed (after
+// deadLetterPause, or ctx's end): the caller requeues msg.
+func (b *Bus) deadLetter(ctx context.Context, node string, msg *message.Message, kind string, cause error) bool {
 	queue := Topic(node)
 	target := bus.DeadLetterQueue(queue)
-	out := bus.FailedCopy(ctx, msg, queue, "decode", cause, time.Now())
+	out := bus.FailedCopy(ctx, msg, queue, kind, cause, time.Now())
 	if err := b.queues.Publish(target, out); err != nil {
-		b.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: undecodable message not dead-lettered; requeued", slog.String(logNode, node),
+		b.logger.LogAttrs(ctx, slog.LevelWarn, deadLetterLogs[kind]+" not dead-lettered; requeued", slog.String(logNode, node),
 			slog.String("message_id", msg.UUID), slog.Any("error", err))
 		select {
 		case <-ctx.Done():
@@ -170,7 +190,7 @@ func (b *Bus) deadLetter(ctx context.Context, node string, msg *message.Message,
 		}
 		return false
 	}
-	b.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: undecodable message", slog.String(logNode, node),
+	b.logger.LogAttrs(ctx, slog.LevelWarn, deadLetterLogs[kind], slog.String(logNode, node),
 		slog.String("message_id", msg.UUID), slog.Any("error", cause), slog.String("dead_letter_queue", target))
 	return true
 }

@@ -2,6 +2,9 @@ package twopc_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -81,5 +84,85 @@ func TestUndecodableMessageDeadLettered(t *testing.T) {
 		!strings.Contains(l.Error(), "invalid character") {
 		t.Fatalf("dead letter %s %q: kind %q, error %q; want garbage-1 as sent, kind decode, the decoder's error",
 			l.ID, l.Body, l.ErrorKind(), l.Error())
+	}
+}
+
+// TestRejectedMessageDeadLettered: a protocol message its node rejects
+// (ErrRejected) is parked in the dead-letter queue of the node's queue
+// with the node's reason, as sent; a message the node fails on otherwise
+// is not (the protocol sends it again), and the node goes on.
+func TestRejectedMessageDeadLettered(t *testing.T) {
+	ctx := t.Context()
+	const url = "mem://twopc-rejected"
+	tr, err := transport.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	b, err := twopc.NewBus(tr, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Declare(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan twopc.Message, 3)
+	sctx, cancel := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() {
+		served <- b.Serve(sctx, "p", delivererFunc(func(_ context.Context, m twopc.Message) error {
+			got <- m
+			switch m.GID {
+			case "forged":
+				return fmt.Errorf("%w: commit forged from %q: the branch's coordinator is %q", twopc.ErrRejected, m.From, "c")
+			case "busy":
+				return errors.New("database is locked")
+			}
+			return nil
+		}), 1)
+	}()
+	defer func() { cancel(); <-served }()
+
+	for _, m := range []twopc.Message{
+		{Kind: twopc.KindDecision, GID: "forged", From: "mallory", To: "p", Outcome: twopc.Commit},
+		{Kind: twopc.KindDecision, GID: "busy", From: "c", To: "p", Outcome: twopc.Commit},
+		{Kind: twopc.KindPrepare, GID: "g1", From: "c", To: "p"},
+	} {
+		if err := b.Send(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []string{"forged", "busy", "g1"} {
+		select {
+		case m := <-got:
+			if m.GID != want {
+				t.Fatalf("delivered %v, want %s next", m, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s was not delivered", want)
+		}
+	}
+
+	conn, err := dlq.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var letters []dlq.Letter
+	for deadline := time.Now().Add(10 * time.Second); len(letters) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if letters, err = dlq.List(ctx, conn, bus.DeadLetterQueue(twopc.Topic("p"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(letters) != 1 {
+		t.Fatalf("%d dead letters, want the rejected decision alone: %+v", len(letters), letters)
+	}
+	l := letters[0]
+	var m twopc.Message
+	if err := json.Unmarshal(l.Body, &m); err != nil || m.GID != "forged" || m.From != "mallory" {
+		t.Fatalf("dead letter %q (%v), want the forged decision as sent", l.Body, err)
+	}
+	if l.ErrorKind() != "rejected" || !strings.Contains(l.Error(), "the branch's coordinator is") {
+		t.Fatalf("dead letter of kind %q, error %q; want kind rejected with the node's reason", l.ErrorKind(), l.Error())
 	}
 }

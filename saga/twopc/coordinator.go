@@ -281,12 +281,21 @@ func (c *Coordinator) Wait(ctx context.Context, gid string) (Outcome, error) {
 // acknowledgement or an outcome query. A vote or query about a transaction
 // already decided is answered with the decision (so a late YES after an
 // abort gets ABORT); one about a transaction never logged gets ABORT
-// (presumed abort). An error means the message should be delivered again.
+// (presumed abort). It rejects (an error wrapping ErrRejected, with the
+// reason) a message Validate refuses, one addressed to another node, a
+// PREPARE or a decision, and a message about a transaction in progress
+// (not yet finished) from a node that is not one of its participants;
+// nothing is recorded or sent for it. Any other error means the message should be delivered again.
 // Safe for concurrent use.
 func (c *Coordinator) Deliver(ctx context.Context, m Message) error {
 	if err := m.Validate(); err != nil {
-		c.o.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: dropped bad message", slog.String(logNode, c.name), slog.Any("error", err))
-		return nil
+		return rejected(err)
+	}
+	switch {
+	case m.To != c.name:
+		return rejected(fmt.Errorf("%s %s is addressed to %q, not to coordinator %q", m.Kind, m.GID, m.To, c.name))
+	case m.Kind != KindVote && m.Kind != KindAck && m.Kind != KindQuery:
+		return rejected(fmt.Errorf("%s %s from %q: a coordinator takes votes, acknowledgements and queries", m.Kind, m.GID, m.From))
 	}
 	c.mu.Lock()
 	t := c.txs[m.GID]
@@ -295,14 +304,12 @@ func (c *Coordinator) Deliver(ctx context.Context, m Message) error {
 		if m.Kind == KindVote || m.Kind == KindQuery {
 			return c.answerFromLog(ctx, m)
 		}
-		return nil // an ack of a finished transaction, or a stray message
+		return nil // an ack of a finished transaction
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.has(m.From) {
-		c.o.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: message from a non-participant", slog.String(logNode, c.name),
-			slog.String(logGID, m.GID), slog.String(logParticipant, m.From))
-		return nil
+		return rejected(fmt.Errorf("%s %s from %q, which is not a participant of the transaction", m.Kind, m.GID, m.From))
 	}
 	switch m.Kind {
 	case KindVote:

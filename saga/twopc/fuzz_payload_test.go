@@ -73,10 +73,14 @@ func FuzzParticipantPayload(f *testing.F) {
 			state, calls = "committed", []string{fmt.Sprintf("commit %+v", want)}
 		case state == "prepared":
 			state, calls = "aborted", []string{fmt.Sprintf("abort %+v", want)}
-		case commit: // COMMIT of an aborted branch: refused
+		case commit: // COMMIT of an aborted branch: rejected
 			ack = nil
 		}
-		ledgerRound(t, w, p, decision, ack)
+		if ack == nil {
+			ledgerRefused(t, w, p, decision, twopc.ErrConflict)
+		} else {
+			ledgerRound(t, w, p, decision, ack)
+		}
 		checkLedger(t, w, res, gid, []string{state, coordName, reason, stored}, calls)
 
 		next := twopc.Message{Kind: twopc.KindPrepare, GID: gid + "+1", From: coordName, To: name, Payload: json.RawMessage(`{"amount":1}`)}
@@ -126,6 +130,20 @@ func ledgerRound(t *testing.T, w *world, p *twopc.Participant[item], m twopc.Mes
 	w.inflight = nil
 	if !reflect.DeepEqual(sent, want) {
 		t.Fatalf("%s answered %#v, want %#v", m, sent, want)
+	}
+}
+
+// ledgerRefused delivers m to p, which must reject it with an error
+// wrapping ErrRejected and want, and send nothing.
+func ledgerRefused(t *testing.T, w *world, p *twopc.Participant[item], m twopc.Message, want error) {
+	t.Helper()
+	if err := p.Deliver(w.ctx, m); !errors.Is(err, twopc.ErrRejected) || !errors.Is(err, want) {
+		t.Fatalf("%s: %v; want a rejection (%v)", m, err, want)
+	}
+	sent := w.inflight
+	w.inflight = nil
+	if len(sent) > 0 {
+		t.Fatalf("%s was rejected and answered %#v", m, sent)
 	}
 }
 

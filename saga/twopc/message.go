@@ -3,9 +3,23 @@ package twopc
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
+
+// ErrRejected marks a message that a node will not act on however often
+// it comes: malformed (Validate's error), addressed to another node, of a
+// kind the node does not take, or one the protocol forbids there (a
+// decision or a PREPARE from a node other than the branch's coordinator,
+// COMMIT of a branch never prepared or already aborted, a vote or query
+// about a transaction from outside it). Deliver returns it joined with the
+// reason; Bus.Serve moves such a message to the dead-letter queue of the
+// node's queue (kind "rejected") rather than drop it or deliver it again.
+var ErrRejected = errors.New("twopc: message rejected")
+
+// rejected wraps why a node will not act on a message in ErrRejected.
+func rejected(why error) error { return fmt.Errorf("%w: %w", ErrRejected, why) }
 
 // Kind is the kind of a protocol message.
 type Kind uint8

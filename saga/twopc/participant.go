@@ -23,7 +23,8 @@ const (
 
 // ErrConflict is a decision that contradicts the branch's durable state
 // (COMMIT of an aborted branch, ABORT of a committed one). The protocol
-// never sends one; a participant logs it and does not acknowledge.
+// never sends one; a participant logs it, does not acknowledge it, and
+// rejects it (Deliver's error wraps ErrRejected too).
 var ErrConflict = errors.New("twopc: decision conflicts with the branch's state")
 
 // Resource is what a participant prepares, commits and aborts: the typed
@@ -80,13 +81,21 @@ func NewParticipant[P any](ctx context.Context, name string, db *outbox.DB, res 
 // Name returns the participant's address.
 func (p *Participant[P]) Name() string { return p.name }
 
-// Deliver handles PREPARE and the decision. An error means the message
-// should be delivered again (nothing was decided by it that a redelivery
-// would repeat). Safe for concurrent use.
+// Deliver handles PREPARE and the decision. It rejects (an error wrapping
+// ErrRejected, with the reason) a message Validate refuses, one addressed
+// to another node, a vote, acknowledgement or query, a PREPARE or decision
+// about a branch from a node other than the coordinator that prepared (or
+// aborted) it, COMMIT of a branch never prepared, and a decision that
+// contradicts the branch's state (ErrConflict); nothing is recorded or sent
+// for it. Any other error means the message should be delivered again
+// (nothing was decided by it that a redelivery would repeat). Safe for
+// concurrent use.
 func (p *Participant[P]) Deliver(ctx context.Context, m Message) error {
 	if err := m.Validate(); err != nil {
-		p.o.logger.LogAttrs(ctx, slog.LevelWarn, "twopc: dropped bad message", slog.String(logNode, p.name), slog.Any("error", err))
-		return nil
+		return rejected(err)
+	}
+	if m.To != p.name {
+		return rejected(fmt.Errorf("%s %s is addressed to %q, not to participant %q", m.Kind, m.GID, m.To, p.name))
 	}
 	switch m.Kind {
 	case KindPrepare:
@@ -94,7 +103,13 @@ func (p *Participant[P]) Deliver(ctx context.Context, m Message) error {
 	case KindDecision:
 		return p.apply(ctx, m)
 	}
-	return nil
+	return rejected(fmt.Errorf("%s %s from %q: a participant takes PREPARE and decisions", m.Kind, m.GID, m.From))
+}
+
+// errNotCoordinator is a PREPARE or decision about a branch from a node
+// other than the branch's coordinator.
+func errNotCoordinator(m Message, coordinator string) error {
+	return rejected(fmt.Errorf("%s %s from %q: the branch's coordinator is %q", m.Kind, m.GID, m.From, coordinator))
 }
 
 // errVoteNo rolls back what a resource wrote while voting NO.
@@ -124,10 +139,14 @@ func (p *Participant[P]) prepare(ctx context.Context, m Message) (err error) {
 			if err != nil {
 				return err
 			}
-			state, r, _, err := p.state(ctx, tx, m.GID)
+			b, err := p.state(ctx, tx, m.GID)
 			if err != nil {
 				return err
 			}
+			if b.coordinator != m.From {
+				return errNotCoordinator(m, b.coordinator)
+			}
+			state, r := b.state, b.reason
 			vote, reason = Yes, r
 			if state == stateAborted {
 				vote = No
@@ -182,31 +201,40 @@ func (p *Participant[P]) recordNo(ctx context.Context, m Message, payload, reaso
 		if n, err := res.RowsAffected(); err != nil || n == 1 {
 			return err
 		}
-		state, r, _, err := p.state(ctx, tx, m.GID)
+		b, err := p.state(ctx, tx, m.GID)
 		if err != nil {
 			return err
 		}
-		if state != stateAborted {
+		if b.coordinator != m.From {
+			return errNotCoordinator(m, b.coordinator)
+		}
+		if b.state != stateAborted {
 			vote = Yes
 		}
-		reason = r
+		reason = b.reason
 		return nil
 	})
 	return vote, reason, err
 }
 
-// state reads a branch's state, reason and payload in tx, locking its row
-// on PostgreSQL (SQLite transactions here are serialized at BEGIN).
-func (p *Participant[P]) state(ctx context.Context, tx *outbox.Tx, gid string) (state, reason, payload string, err error) {
-	q := `SELECT state, reason, payload FROM troupe_twopc_participant WHERE participant = ? AND gid = ?`
+// branchRow is a branch's recorded state, its coordinator, the reason of
+// an abort, and the payload PREPARE carried.
+type branchRow struct {
+	state, coordinator, reason, payload string
+}
+
+// state reads a branch's row in tx, locking it on PostgreSQL (SQLite
+// transactions here are serialized at BEGIN).
+func (p *Participant[P]) state(ctx context.Context, tx *outbox.Tx, gid string) (branchRow, error) {
+	q := `SELECT state, coordinator, reason, payload FROM troupe_twopc_participant WHERE participant = ? AND gid = ?`
 	if p.db.Dialect() == outbox.Postgres {
 		q += ` FOR UPDATE`
 	}
-	err = tx.QueryRow(ctx, q, p.name, gid).Scan(&state, &reason, &payload)
-	if err != nil {
-		return "", "", "", fmt.Errorf("twopc: branch %s: %w", gid, err)
+	var b branchRow
+	if err := tx.QueryRow(ctx, q, p.name, gid).Scan(&b.state, &b.coordinator, &b.reason, &b.payload); err != nil {
+		return branchRow{}, fmt.Errorf("twopc: branch %s: %w", gid, err)
 	}
-	return state, reason, payload, nil
+	return b, nil
 }
 
 // apply applies a decision once and acknowledges it every time.
@@ -215,8 +243,11 @@ func (p *Participant[P]) apply(ctx context.Context, m Message) (err error) {
 	span.SetAttributes(attribute.String(attrGID, m.GID), attribute.String(attrParticipant, p.name))
 	defer func() { endSpan(span, err) }()
 	err = p.db.InTx(ctx, func(tx *outbox.Tx) error {
-		state, _, payload, err := p.state(ctx, tx, m.GID)
-		if errors.Is(err, sql.ErrNoRows) && m.Outcome == Abort {
+		b, err := p.state(ctx, tx, m.GID)
+		if errors.Is(err, sql.ErrNoRows) {
+			if m.Outcome == Commit {
+				return rejected(fmt.Errorf("commit %s from %q: the branch was never prepared", m.GID, m.From))
+			}
 			// ABORT before PREPARE (PREPARE lost or late): remember it, so
 			// a late PREPARE is answered NO.
 			now := p.o.clock.Now().UnixNano()
@@ -228,19 +259,22 @@ func (p *Participant[P]) apply(ctx context.Context, m Message) (err error) {
 		if err != nil {
 			return err
 		}
+		if b.coordinator != m.From {
+			return errNotCoordinator(m, b.coordinator)
+		}
 		want := stateCommitted
 		if m.Outcome == Abort {
 			want = stateAborted
 		}
-		switch state {
+		switch b.state {
 		case want:
 			return nil // a duplicate decision
 		case statePrepared:
 		default:
-			return fmt.Errorf("%w: %s is %s, told %s", ErrConflict, m.GID, state, m.Outcome)
+			return rejected(fmt.Errorf("%w: %s is %s, told %s", ErrConflict, m.GID, b.state, m.Outcome))
 		}
 		var v P
-		if err := json.Unmarshal([]byte(payload), &v); err != nil {
+		if err := json.Unmarshal([]byte(b.payload), &v); err != nil {
 			return fmt.Errorf("twopc: payload of %s: %w", m.GID, err)
 		}
 		if m.Outcome == Commit {
@@ -256,12 +290,12 @@ func (p *Participant[P]) apply(ctx context.Context, m Message) (err error) {
 		return err
 	})
 	switch {
-	case errors.Is(err, ErrConflict), errors.Is(err, sql.ErrNoRows):
-		// COMMIT of a branch never prepared, or a contradiction: never
-		// apply it, never acknowledge it.
+	case errors.Is(err, ErrConflict):
+		// A decision that contradicts the branch: never applied, never
+		// acknowledged, and worth more than the bus's warning.
 		p.o.logger.LogAttrs(ctx, slog.LevelError, "twopc: refused decision", slog.String(logNode, p.name),
 			slog.String(logGID, m.GID), slog.Any("error", err))
-		return nil
+		return err
 	case err != nil:
 		return err
 	}
