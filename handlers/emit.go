@@ -132,6 +132,7 @@ type Emitter struct {
 	m        *messages
 	pub      message.Publisher
 	exchange string
+	system   string // messaging.system of its spans
 	tel      *telemetry.Instruments
 }
 
@@ -147,7 +148,7 @@ func (em *Emitter) Emit(ctx context.Context, e Event, opts ...EmitOption) error 
 // publish publishes msg in a producer span.
 func (em *Emitter) publish(ctx context.Context, msg *message.Message) error {
 	event := msg.Metadata.Get(envelope.EventKey)
-	ctx, span := tracing.StartPublish(ctx, msg, em.exchange)
+	ctx, span := tracing.StartPublish(ctx, msg, em.system, em.exchange)
 	msg.SetContext(ctx)
 	err := em.pub.Publish(event, msg)
 	if err != nil {

@@ -68,7 +68,7 @@ func (r *Router) recoverability(reg registration, h message.HandlerFunc) message
 			return ctx.Err()
 		}
 		defer r.leave(msg)
-		ctx, span := tracing.StartProcess(ctx, msg, reg.queue)
+		ctx, span := tracing.StartProcess(ctx, msg, r.system, reg.queue)
 		start := time.Now()
 		outcome, cause, err := r.handle(ctx, reg, h, msg)
 		tracing.End(span, err)

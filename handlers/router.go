@@ -18,6 +18,7 @@ import (
 	"github.com/troupehq/troupe/internal/telemetry"
 	"github.com/troupehq/troupe/internal/wmlog"
 	"github.com/troupehq/troupe/outbox"
+	"github.com/troupehq/troupe/tracing"
 	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/transport/bus"
 )
@@ -173,6 +174,7 @@ type Router struct {
 	cfg       Config
 	retry     RetryPolicy
 	tr        transport.Transport
+	system    string // messaging.system of tr, for spans (tracing.SystemOf)
 	logger    *slog.Logger
 	idem      IdempotencyStore
 	db        *outbox.DB
@@ -239,6 +241,7 @@ func NewRouter(cfg Config, tr transport.Transport, opts ...Option) (*Router, err
 		r.idem = r.db
 	}
 	r.tel = telemetry.New(r.mp)
+	r.system = tracing.SystemOf(tr)
 	wr, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, wmlog.New(r.logger))
 	if err != nil {
 		return nil, err
@@ -255,7 +258,7 @@ func NewRouter(cfg Config, tr transport.Transport, opts ...Option) (*Router, err
 
 // Emitter returns the emitter for plain code of this service.
 func (r *Router) Emitter() *Emitter {
-	return &Emitter{m: r.m, pub: r.events, exchange: firstOf(r.cfg.Exchange, bus.DefaultExchange), tel: r.tel}
+	return &Emitter{m: r.m, pub: r.events, exchange: firstOf(r.cfg.Exchange, bus.DefaultExchange), system: r.system, tel: r.tel}
 }
 
 // Stats returns the router's counters.

@@ -2,10 +2,12 @@ package handlers_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/troupehq/troupe/handlers"
@@ -77,6 +79,9 @@ func TestOneOrderIsOneTrace(t *testing.T) {
 		}
 		if i > 0 && s.Parent().SpanID() != byName[want[i-1]].SpanContext().SpanID() {
 			t.Fatalf("%q's parent is not %q", name, want[i-1])
+		}
+		if !slices.Contains(s.Attributes(), attribute.String("messaging.system", tracing.SystemBundled)) {
+			t.Fatalf("%q does not name the bundled broker as its messaging.system: %v", name, s.Attributes())
 		}
 	}
 	if root.Parent().SpanID().IsValid() {

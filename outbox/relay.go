@@ -97,6 +97,7 @@ type RelayStats struct {
 type Relay struct {
 	db     *DB
 	pub    message.Publisher
+	system string // messaging.system of the publisher, for spans
 	cfg    RelayConfig
 	logger *slog.Logger
 	tel    *telemetry.Instruments
@@ -112,7 +113,7 @@ func NewRelay(db *DB, pub message.Publisher, cfg RelayConfig, logger *slog.Logge
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{db: db, pub: pub, cfg: cfg, logger: logger, tel: telemetry.New(cfg.MeterProvider)}
+	return &Relay{db: db, pub: pub, system: tracing.SystemOf(pub), cfg: cfg, logger: logger, tel: telemetry.New(cfg.MeterProvider)}
 }
 
 // Stats returns the relay's counters.
@@ -509,7 +510,7 @@ func (r *Relay) publishKey(ctx context.Context, rows []row) ([]int64, *failure) 
 			// The trace goes on from the emitter's span stored in the row,
 			// through the time the row waited, to this publish.
 			var pctx context.Context
-			pctx, spans[i] = tracing.StartPublish(tracing.RecordWait(ctx, msgs[i], w.createdAt), msgs[i], w.topic)
+			pctx, spans[i] = tracing.StartPublish(tracing.RecordWait(ctx, msgs[i], r.system, w.createdAt), msgs[i], r.system, w.topic)
 			msgs[i].SetContext(pctx)
 		}
 		err := r.pub.Publish(rows[0].topic, msgs...)

@@ -63,12 +63,12 @@ func ExampleStartProcess() {
 	defer useSDK(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))()
 
 	msg := orderPlaced()
-	_, pub := tracing.StartPublish(context.Background(), msg, "troupe.events")
+	_, pub := tracing.StartPublish(context.Background(), msg, tracing.SystemBundled, "troupe.events")
 	pub.End()
 	fmt.Println("traceparent in metadata:", msg.Metadata.Get(envelope.TraceParentKey) != "")
 
 	// In the consumer, once the broker has delivered msg.
-	ctx, proc := tracing.StartProcess(context.Background(), msg, "billing.charge")
+	ctx, proc := tracing.StartProcess(context.Background(), msg, tracing.SystemBundled, "billing.charge")
 	fmt.Println("saga id in the handler's context:", tracing.SagaIDFromContext(ctx))
 	proc.End()
 
@@ -116,7 +116,7 @@ func ExampleNewLogHandler() {
 
 	msg := orderPlaced()
 	msg.Metadata.Set(envelope.TraceParentKey, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	ctx, span := tracing.StartProcess(context.Background(), msg, "billing.charge")
+	ctx, span := tracing.StartProcess(context.Background(), msg, tracing.SystemBundled, "billing.charge")
 	defer span.End()
 
 	logger.InfoContext(ctx, "charging card", "amount", 42)
@@ -132,9 +132,9 @@ func ExampleEnd() {
 	rec := tracetest.NewSpanRecorder()
 	defer useSDK(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))()
 
-	_, span := tracing.StartProcess(context.Background(), orderPlaced(), "billing.charge")
+	_, span := tracing.StartProcess(context.Background(), orderPlaced(), tracing.SystemBundled, "billing.charge")
 	tracing.End(span, errors.New("card declined"))
-	_, span = tracing.StartProcess(context.Background(), orderPlaced(), "stock.reserve")
+	_, span = tracing.StartProcess(context.Background(), orderPlaced(), tracing.SystemBundled, "stock.reserve")
 	tracing.End(span, nil)
 
 	for _, s := range rec.Ended() {

@@ -83,12 +83,12 @@ func jsonEqual(a, b any) bool {
 func TestProcessContextCarriesSagaID(t *testing.T) {
 	msg := message.NewMessage("m1", nil)
 	msg.Metadata.Set(envelope.SagaIDKey, "order-7")
-	ctx, span := tracing.StartProcess(context.Background(), msg, "q")
+	ctx, span := tracing.StartProcess(context.Background(), msg, "", "q")
 	defer span.End()
 	if got := tracing.SagaIDFromContext(ctx); got != "order-7" {
 		t.Fatalf("saga id %q", got)
 	}
-	ctx, span2 := tracing.StartPublish(context.Background(), msg, "x")
+	ctx, span2 := tracing.StartPublish(context.Background(), msg, "", "x")
 	defer span2.End()
 	if got := tracing.SagaIDFromContext(ctx); got != "order-7" {
 		t.Fatalf("publish: saga id %q", got)

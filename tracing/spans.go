@@ -51,18 +51,43 @@ type providerTracer struct {
 	tracer   trace.Tracer
 }
 
+// Messaging systems (the messaging.system attribute) of Troupe's
+// transports.
+const (
+	SystemBundled  = "troupe"   // the bundled broker (mem://)
+	SystemRabbitMQ = "rabbitmq" // an AMQP 0-9-1 broker (amqp://)
+)
+
+// SystemOf is the messaging system behind v, a transport, publisher or
+// subscriber: what its MessagingSystem method says (Troupe's transports
+// and their publishers have one), or "" when v has none.
+func SystemOf(v any) string {
+	if s, ok := v.(interface{ MessagingSystem() string }); ok {
+		return s.MessagingSystem()
+	}
+	return ""
+}
+
 // attrs are the messaging attributes of msg (OTel messaging semantic
-// conventions) plus Troupe's; those msg lacks (an event, a saga id) are
-// left out rather than set empty.
-func attrs(msg *message.Message, op, destination string) []attribute.KeyValue {
-	kv := []attribute.KeyValue{
-		attribute.String("messaging.system", "rabbitmq"),
+// conventions) plus Troupe's; those unknown (the system, when ""; an
+// event, a saga id msg lacks) are left out rather than set empty. The
+// routing key is RabbitMQ's attribute on RabbitMQ only; troupe.event
+// carries it everywhere.
+func attrs(msg *message.Message, system, op, destination string) []attribute.KeyValue {
+	kv := make([]attribute.KeyValue, 0, 7)
+	if system != "" {
+		kv = append(kv, attribute.String("messaging.system", system))
+	}
+	kv = append(kv,
 		attribute.String("messaging.operation.type", op),
 		attribute.String("messaging.destination.name", destination),
 		attribute.String("messaging.message.id", msg.UUID),
-	}
+	)
 	if ev := msg.Metadata.Get(envelope.EventKey); ev != "" {
-		kv = append(kv, attribute.String("messaging.rabbitmq.destination.routing_key", ev), EventKey.String(ev))
+		if system == SystemRabbitMQ {
+			kv = append(kv, attribute.String("messaging.rabbitmq.destination.routing_key", ev))
+		}
+		kv = append(kv, EventKey.String(ev))
 	}
 	if id := msg.Metadata.Get(envelope.SagaIDKey); id != "" {
 		kv = append(kv, SagaIDKey.String(id))
@@ -80,37 +105,40 @@ func spanName(what string, msg *message.Message) string {
 }
 
 // StartPublish starts the producer span of publishing msg to destination
-// (an exchange, or a queue), as a child of ctx's span, and writes the
+// (an exchange, or a queue) of system (SystemOf the publisher; "" when
+// unknown), as a child of ctx's span, and writes the
 // span's context into msg's metadata so that its consumers continue the
 // trace. The returned context also carries msg's saga id (see
 // ContextWithSagaID). The caller ends the span.
-func StartPublish(ctx context.Context, msg *message.Message, destination string) (context.Context, trace.Span) {
+func StartPublish(ctx context.Context, msg *message.Message, system, destination string) (context.Context, trace.Span) {
 	ctx = ContextWithSagaID(ctx, msg.Metadata.Get(envelope.SagaIDKey))
 	ctx, span := tracer().Start(ctx, spanName("publish", msg),
-		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs(msg, "publish", destination)...))
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs(msg, system, "publish", destination)...))
 	Inject(ctx, msg.Metadata)
 	return ctx, span
 }
 
-// StartProcess starts the consumer span of handling msg from queue, as a
-// child of the trace context msg carries. The returned context also
+// StartProcess starts the consumer span of handling msg from queue of
+// system (SystemOf the transport; "" when unknown), as a child of the
+// trace context msg carries. The returned context also
 // carries msg's saga id (see ContextWithSagaID), so that what the handler
 // logs through a LogHandler names its trace and saga. The caller ends the
 // span.
-func StartProcess(ctx context.Context, msg *message.Message, queue string) (context.Context, trace.Span) {
+func StartProcess(ctx context.Context, msg *message.Message, system, queue string) (context.Context, trace.Span) {
 	ctx = ContextWithSagaID(Extract(ctx, msg.Metadata), msg.Metadata.Get(envelope.SagaIDKey))
 	return tracer().Start(ctx, spanName("process", msg),
-		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs(msg, "process", queue)...))
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs(msg, system, "process", queue)...))
 }
 
 // RecordWait records the time msg waited in the outbox, from waitStart
 // (its commit) to now, as a span in its trace, and continues the trace
-// from that span: the returned context is the wait span's.
-func RecordWait(ctx context.Context, msg *message.Message, waitStart time.Time) context.Context {
+// from that span: the returned context is the wait span's. system is that
+// of the publisher the message waits for (SystemOf; "" when unknown).
+func RecordWait(ctx context.Context, msg *message.Message, system string, waitStart time.Time) context.Context {
 	ctx = Extract(ctx, msg.Metadata)
 	ctx, span := tracer().Start(ctx, spanName("outbox wait", msg),
 		trace.WithTimestamp(waitStart), trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(attrs(msg, "outbox", "troupe_outbox")...))
+		trace.WithAttributes(attrs(msg, system, "outbox", "troupe_outbox")...))
 	span.End()
 	return ctx
 }

@@ -89,20 +89,40 @@ func TestSpanNamesAndAttributes(t *testing.T) {
 	defer useSDK(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))()
 
 	bare := message.NewMessage("m-1", nil)
-	_, span := tracing.StartPublish(context.Background(), bare, "troupe")
+	_, span := tracing.StartPublish(context.Background(), bare, "", "troupe")
 	span.End()
 	named := message.NewMessage("m-2", nil)
 	named.Metadata.Set(envelope.EventKey, "order.placed")
 	named.Metadata.Set(envelope.SagaIDKey, "o-1")
-	_, span = tracing.StartProcess(context.Background(), named, "payment.order.placed")
+	_, span = tracing.StartProcess(context.Background(), named, tracing.SystemBundled, "payment.order.placed")
+	span.End()
+	_, span = tracing.StartProcess(context.Background(), named, tracing.SystemRabbitMQ, "payment.order.placed")
 	span.End()
 
 	ended := rec.Ended()
-	if len(ended) != 2 {
-		t.Fatalf("%d spans ended, want 2", len(ended))
+	if len(ended) != 3 {
+		t.Fatalf("%d spans ended, want 3", len(ended))
 	}
 	has := func(s sdktrace.ReadOnlySpan, key attribute.Key) bool {
 		return slices.ContainsFunc(s.Attributes(), func(kv attribute.KeyValue) bool { return kv.Key == key })
+	}
+	value := func(s sdktrace.ReadOnlySpan, key attribute.Key) string {
+		for _, kv := range s.Attributes() {
+			if kv.Key == key {
+				return kv.Value.AsString()
+			}
+		}
+		return ""
+	}
+	const system, routingKey = attribute.Key("messaging.system"), attribute.Key("messaging.rabbitmq.destination.routing_key")
+	if has(ended[0], system) {
+		t.Errorf("a span of an unknown system has messaging.system %q", value(ended[0], system))
+	}
+	if got := value(ended[1], system); got != "troupe" || has(ended[1], routingKey) {
+		t.Errorf("bundled broker: messaging.system %q (want troupe), RabbitMQ's routing key %v (want none)", got, has(ended[1], routingKey))
+	}
+	if got := value(ended[2], system); got != "rabbitmq" || value(ended[2], routingKey) != "order.placed" {
+		t.Errorf("RabbitMQ: messaging.system %q, routing key %q; want rabbitmq, order.placed", got, value(ended[2], routingKey))
 	}
 	if got := ended[0].Name(); got != "publish" {
 		t.Errorf("span of a message without an event: %q, want \"publish\"", got)
@@ -143,7 +163,7 @@ func TestSpansFollowTheGlobalProvider(t *testing.T) {
 	for round, i := range []int{0, 1, 2, 2, 0} {
 		otel.SetTracerProvider(providers[i])
 		msg := message.NewMessage("m"+string(rune('a'+round)), nil)
-		_, span := tracing.StartProcess(context.Background(), msg, "q")
+		_, span := tracing.StartProcess(context.Background(), msg, "", "q")
 		span.End()
 	}
 	for i, want := range []int{2, 1, 2} {
@@ -164,7 +184,7 @@ func BenchmarkStartProcess(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			_, span := tracing.StartProcess(ctx, msg, "payment.charge")
+			_, span := tracing.StartProcess(ctx, msg, tracing.SystemBundled, "payment.charge")
 			span.End()
 		}
 	})

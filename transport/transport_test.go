@@ -4,7 +4,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/troupehq/troupe/tracing"
 	"github.com/troupehq/troupe/transport"
+	"github.com/troupehq/troupe/transport/bus"
 )
 
 func TestOpenRejectsBadURLs(t *testing.T) {
@@ -48,5 +50,28 @@ func TestOpenMemSharesBrokerByName(t *testing.T) {
 	}
 	if vs := transport.MemBroker("open-test").VHosts(); len(vs) != 2 {
 		t.Fatalf("vhosts %v", vs)
+	}
+}
+
+// TestMessagingSystem: spans name the broker a transport reaches (the
+// messaging.system attribute): the bundled broker as "troupe", an AMQP
+// URL as "rabbitmq"; publishers say the same as their transport.
+func TestMessagingSystem(t *testing.T) {
+	for url, want := range map[string]string{"mem://system-test": tracing.SystemBundled, "amqp://127.0.0.1:1/": tracing.SystemRabbitMQ} {
+		tr, err := transport.Open(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := tr.NewPublisher(bus.PublisherConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, gotPub := tracing.SystemOf(tr), tracing.SystemOf(pub); got != want || gotPub != want {
+			t.Errorf("%s: transport %q, publisher %q; want %q", url, got, gotPub, want)
+		}
+		tr.Close()
+	}
+	if got := tracing.SystemOf(struct{}{}); got != "" {
+		t.Errorf("a value without MessagingSystem: %q, want none", got)
 	}
 }

@@ -138,3 +138,7 @@ func (d declarer) DeclareQueue(q bus.QueueDecl) error {
 func (d declarer) Bind(b bus.BindingDecl) error {
 	return d.ch.QueueBind(b.Queue, b.Key, b.Exchange, false, nil)
 }
+
+// MessagingSystem names an AMQP 0-9-1 broker in telemetry: "rabbitmq", the
+// messaging.system of the spans of messages through it (tracing.SystemOf).
+func (t *Transport) MessagingSystem() string { return "rabbitmq" }

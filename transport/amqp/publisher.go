@@ -298,3 +298,6 @@ func (d *dialer) close() error {
 	}
 	return d.conn.Close()
 }
+
+// MessagingSystem is the transport's (Transport.MessagingSystem).
+func (p *Publisher) MessagingSystem() string { return p.t.MessagingSystem() }

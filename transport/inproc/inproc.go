@@ -138,3 +138,7 @@ func (d declarer) DeclareQueue(q bus.QueueDecl) error {
 func (d declarer) Bind(b bus.BindingDecl) error {
 	return d.ch.QueueBind(b.Queue, b.Exchange, b.Key, nil)
 }
+
+// MessagingSystem names the bundled broker in telemetry: "troupe", the
+// messaging.system of the spans of messages through it (tracing.SystemOf).
+func (t *Transport) MessagingSystem() string { return "troupe" }

@@ -132,3 +132,6 @@ func (p *Publisher) Close() error {
 	}
 	return nil
 }
+
+// MessagingSystem is the transport's (Transport.MessagingSystem).
+func (p *Publisher) MessagingSystem() string { return p.t.MessagingSystem() }
