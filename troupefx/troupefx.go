@@ -9,7 +9,8 @@
 //
 // Module provides the transport (opened from Config.BusURL) and the
 // handlers.Router with every handler given with Handler or TxHandler
-// registered; the router runs from the application's start to its stop.
+// registered, and its Emitter; the router runs from the application's
+// start to its stop, and stopping by itself shuts the application down.
 // With Config.DBURL set it also provides the service's *outbox.DB, and
 // the router uses it for transactional handlers and idempotency.
 //
@@ -52,10 +53,14 @@ type Config struct {
 	Router handlers.Config
 }
 
-// Module provides transport.Transport, *handlers.Router and, with a DBURL,
-// *outbox.DB, and runs the router with the application.
+// Module provides transport.Transport, *handlers.Router, its
+// *handlers.Emitter and, with a DBURL, *outbox.DB, and runs the router
+// with the application. A router that stops by itself after the start
+// (its subscriptions gone, the broker lost for good) shuts the
+// application down with exit code 1 (fx.Shutdowner), logging why, rather
+// than leave a service running that handles nothing.
 var Module = fx.Module("troupe",
-	fx.Provide(newTransport, newDB, newRouter),
+	fx.Provide(newTransport, newDB, newRouter, (*handlers.Router).Emitter),
 	fx.Invoke(func(*handlers.Router) {}),
 )
 
@@ -179,6 +184,7 @@ type routerParams struct {
 	Logger        *slog.Logger      `optional:"true"`
 	Registrations []registration    `group:"troupe.handlers"`
 	Options       []handlers.Option `group:"troupe.router_options"`
+	Shutdowner    fx.Shutdowner
 }
 
 func newRouter(lc fx.Lifecycle, p routerParams) (*handlers.Router, error) {
@@ -200,25 +206,44 @@ func newRouter(lc fx.Lifecycle, p routerParams) (*handlers.Router, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	logger := p.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	ran := make(chan error, 1)   // Run's result
+	final := make(chan error, 1) // Run's result, once the router started
 	lc.Append(fx.Hook{
 		OnStart: func(start context.Context) error {
-			go func() { done <- r.Run(ctx) }()
+			go func() { ran <- r.Run(ctx) }()
 			select {
 			case <-r.Running():
-				return nil
-			case err := <-done:
+			case err := <-ran:
+				cancel()
 				return fmt.Errorf("troupefx: router stopped at start: %w", err)
 			case <-start.Done():
 				cancel()
 				return start.Err()
 			}
+			go func() {
+				err := <-ran
+				if ctx.Err() == nil { // not OnStop's doing
+					if err == nil {
+						err = errors.New("troupefx: the router stopped by itself")
+					}
+					logger.Error("troupefx: the router stopped; shutting the application down", slog.Any("error", err))
+					if serr := p.Shutdowner.Shutdown(fx.ExitCode(1)); serr != nil {
+						logger.Error("troupefx: shutdown", slog.Any("error", serr))
+					}
+				}
+				final <- err
+			}()
+			return nil
 		},
 		OnStop: func(stop context.Context) error {
 			cancel()
 			select {
-			case err := <-done:
+			case err := <-final:
 				return err
 			case <-stop.Done():
 				return fmt.Errorf("troupefx: router still draining: %w", stop.Err())

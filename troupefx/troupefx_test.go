@@ -3,7 +3,9 @@ package troupefx_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/troupehq/troupe/handlers"
 	"github.com/troupehq/troupe/outbox"
+	"github.com/troupehq/troupe/transport"
 	"github.com/troupehq/troupe/troupefx"
 )
 
@@ -167,3 +170,80 @@ func TestRouterOptionReachesTheRouter(t *testing.T) {
 		t.Fatal("the observer given with RouterOption saw nothing")
 	}
 }
+
+// TestModuleProvidesTheEmitter: plain code takes the service's
+// *handlers.Emitter from the application.
+func TestModuleProvidesTheEmitter(t *testing.T) {
+	got := make(chan string, 1)
+	var em *handlers.Emitter
+	app := fxtest.New(t,
+		troupefx.Module,
+		fx.Supply(troupefx.Config{Service: "shipping", BusURL: "mem://fx-emitter"}),
+		troupefx.Handler("notify", handlers.HandlerFunc[parcelSent](func(ctx context.Context, e parcelSent) error {
+			got <- e.ID
+			return nil
+		})),
+		fx.Populate(&em),
+	)
+	app.RequireStart()
+	defer app.RequireStop()
+	if err := em.Emit(context.Background(), parcelSent{ID: "p9"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-got:
+		if id != "p9" {
+			t.Fatalf("handled %q, want p9", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event emitted through the provided Emitter was not handled")
+	}
+}
+
+// TestRouterStoppingShutsTheAppDown: when the router stops by itself after
+// the start (here its transport is closed under it), the application is
+// shut down with exit code 1 rather than left running without handlers,
+// and the log says why.
+func TestRouterStoppingShutsTheAppDown(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	var tr transport.Transport
+	app := fxtest.New(t,
+		troupefx.Module,
+		fx.Supply(troupefx.Config{Service: "shipping", BusURL: "mem://fx-stops"}, logger),
+		troupefx.Handler("notify", handlers.HandlerFunc[parcelSent](func(ctx context.Context, e parcelSent) error { return nil })),
+		fx.Populate(&tr),
+	)
+	app.RequireStart()
+	select {
+	case sig := <-app.Wait():
+		t.Fatalf("shut down before the router stopped: %v", sig)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case sig := <-app.Wait():
+		if sig.ExitCode != 1 {
+			t.Fatalf("shut down with exit code %d, want 1", sig.ExitCode)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the router stopped and the application kept running")
+	}
+	app.Stop(context.Background()) // the router's error, if any, is already logged
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "the router stopped; shutting the application down") {
+		t.Fatalf("nothing logged about the router stopping: %s", logs.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
