@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -78,23 +79,48 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Validate reports every problem of the configuration.
+// Validate reports every problem of the configuration, each a
+// *FieldError.
 func (c Config) Validate() error {
 	var errs []error
+	bad := func(field string, value any, want string) {
+		errs = append(errs, &FieldError{Field: field, Value: value, Want: want})
+	}
 	if !strings.HasPrefix(c.URL, "http://") && !strings.HasPrefix(c.URL, "https://") {
-		errs = append(errs, fmt.Errorf("load: URL %q is not http(s)://", c.URL))
+		bad("URL", fmt.Sprintf("%q", c.URL), "want http:// or https://")
 	}
 	if c.Orders <= 0 {
-		errs = append(errs, fmt.Errorf("load: Orders %d must be positive", c.Orders))
+		bad("Orders", c.Orders, "must be at least 1")
 	}
-	if c.Concurrency < 0 || c.Rate < 0 || c.Timeout < 0 {
-		errs = append(errs, errors.New("load: Concurrency, Rate and Timeout must not be negative"))
+	if c.Concurrency < 0 {
+		bad("Concurrency", c.Concurrency, "must not be negative")
 	}
-	if c.DeclinedShare < 0 || c.SoldOutShare < 0 || c.DeclinedShare+c.SoldOutShare > 1 {
-		errs = append(errs, fmt.Errorf("load: shares declined %v and sold out %v must be >= 0 and add up to at most 1", c.DeclinedShare, c.SoldOutShare))
+	if !(c.Rate >= 0) || math.IsInf(c.Rate, 1) { // NaN too
+		bad("Rate", c.Rate, "must be a number of at least 0 (0: unpaced)")
+	}
+	if c.Timeout < 0 {
+		bad("Timeout", c.Timeout, "must not be negative")
+	}
+	if !(c.DeclinedShare >= 0 && c.DeclinedShare <= 1) {
+		bad("DeclinedShare", c.DeclinedShare, "must be in 0..1")
+	}
+	if !(c.SoldOutShare >= 0 && c.SoldOutShare <= 1) {
+		bad("SoldOutShare", c.SoldOutShare, "must be in 0..1")
+	}
+	if c.DeclinedShare+c.SoldOutShare > 1 {
+		bad("SoldOutShare", c.SoldOutShare, fmt.Sprintf("and DeclinedShare %v add up to more than 1", c.DeclinedShare))
 	}
 	return errors.Join(errs...)
 }
+
+// FieldError is a field of Config with a value it cannot take.
+type FieldError struct {
+	Field string // Config's field, e.g. "Orders"
+	Value any    // its value
+	Want  string // what is wrong, e.g. "must be at least 1"
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("load: %s %v: %s", e.Field, e.Value, e.Want) }
 
 func cmpOr[T comparable](v, def T) T {
 	var zero T

@@ -2,7 +2,9 @@ package load_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -211,16 +213,24 @@ func TestBadConfig(t *testing.T) {
 		give load.Config
 		want string
 	}{
-		{"no url", load.Config{Orders: 1}, "URL"},
-		{"no orders", load.Config{URL: "http://x"}, "Orders"},
-		{"shares", load.Config{URL: "http://x", Orders: 1, DeclinedShare: 0.7, SoldOutShare: 0.7}, "shares"},
-		{"negative", load.Config{URL: "http://x", Orders: 1, Rate: -1}, "negative"},
+		{"no url", load.Config{Orders: 1}, `load: URL "": want http:// or https://`},
+		{"no orders", load.Config{URL: "http://x"}, "load: Orders 0: must be at least 1"},
+		{"shares", load.Config{URL: "http://x", Orders: 1, DeclinedShare: 0.7, SoldOutShare: 0.7}, "load: SoldOutShare 0.7: and DeclinedShare 0.7 add up to more than 1"},
+		{"negative share", load.Config{URL: "http://x", Orders: 1, DeclinedShare: -0.1}, "load: DeclinedShare -0.1: must be in 0..1"},
+		{"negative rate", load.Config{URL: "http://x", Orders: 1, Rate: -1}, "load: Rate -1: must be a number of at least 0"},
+		{"rate not a number", load.Config{URL: "http://x", Orders: 1, Rate: math.NaN()}, "load: Rate NaN: must be a number of at least 0"},
+		{"negative concurrency", load.Config{URL: "http://x", Orders: 1, Concurrency: -1}, "load: Concurrency -1: must not be negative"},
+		{"negative timeout", load.Config{URL: "http://x", Orders: 1, Timeout: -time.Second}, "load: Timeout -1s: must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := load.Run(context.Background(), tt.give)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("error %v, want one about %s", err, tt.want)
+				t.Fatalf("error %v, want one with %q", err, tt.want)
+			}
+			var fe *load.FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("error %v is not a *load.FieldError", err)
 			}
 		})
 	}

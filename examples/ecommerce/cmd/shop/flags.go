@@ -111,7 +111,7 @@ func (o *options) parse(fs *flag.FlagSet, args []string) error {
 		env := envNames[f.Name]
 		if v, ok := os.LookupEnv(env); ok && env != "" {
 			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+				errs = append(errs, fmt.Errorf("%s=%q: not a value for -%s (%s): %w", env, v, f.Name, wanted(f), err))
 			}
 		}
 	})
@@ -127,7 +127,7 @@ func (o *options) parse(fs *flag.FlagSet, args []string) error {
 	if err := o.level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("-log-level %q: want debug, info, warn or error", o.logLevel))
 	}
-	if o.transient < 0 || o.transient > 1 {
+	if !(o.transient >= 0 && o.transient <= 1) { // NaN too
 		errs = append(errs, fmt.Errorf("-transient-failures %v: must be in 0..1", o.transient))
 	}
 	if o.limit < 0 {
@@ -140,7 +140,9 @@ func (o *options) parse(fs *flag.FlagSet, args []string) error {
 	}
 	if fs.Lookup("checkout") != nil {
 		mode, err := shop.ParseCheckout(o.checkout)
-		errs = append(errs, err)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-checkout %q: want saga or 2pc", o.checkout))
+		}
 		o.mode = mode
 	}
 	if fs.Lookup("jaeger-ui") != nil {
@@ -223,11 +225,40 @@ func parseStock(s string) (map[string]int, error) {
 	out := map[string]int{}
 	for _, part := range strings.Split(s, ",") {
 		sku, n, ok := strings.Cut(strings.TrimSpace(part), "=")
-		q, err := strconv.Atoi(n)
-		if !ok || sku == "" || err != nil || q < 0 {
+		sku = strings.TrimSpace(sku)
+		if !ok || sku == "" {
 			return nil, fmt.Errorf("-stock: %q is not sku=quantity", part)
+		}
+		q, err := strconv.Atoi(strings.TrimSpace(n))
+		if err != nil || q < 0 {
+			return nil, fmt.Errorf("-stock: the quantity of %s, %q, is not a whole number of at least 0", sku, n)
+		}
+		if _, dup := out[sku]; dup {
+			return nil, fmt.Errorf("-stock: %s is given twice", sku)
 		}
 		out[sku] = q
 	}
 	return out, nil
+}
+
+// wanted says what kind of value flag f takes, for an error about a value
+// from the environment (the flag package only says "parse error").
+func wanted(f *flag.Flag) string {
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return "a string"
+	}
+	switch g.Get().(type) {
+	case bool:
+		return "true or false"
+	case int, int64:
+		return "a whole number"
+	case uint, uint64:
+		return "a whole number of at least 0"
+	case float64:
+		return "a number"
+	case time.Duration:
+		return "a duration such as 1.5s"
+	}
+	return "a string"
 }

@@ -53,16 +53,21 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("shop load: unexpected arguments %v", fs.Args())
+		return fmt.Errorf("unexpected arguments %v", fs.Args())
 	}
-	if *transient < 0 || *transient > 1 {
-		return fmt.Errorf("shop load: -transient-failures %v is not in 0..1", *transient)
+	var errs []error
+	if !(*transient >= 0 && *transient <= 1) { // NaN too
+		errs = append(errs, fmt.Errorf("-transient-failures %v: must be in 0..1", *transient))
 	}
-	if err := cfg.Validate(); err != nil && !*inprocess {
+	if cfg.Concurrency == 0 {
+		errs = append(errs, errors.New("-c 0: must be at least 1"))
+	}
+	check := cfg
+	if *inprocess {
+		check.URL = "http://in-process" // the stack's own, once started
+	}
+	if err := errors.Join(append(errs, asFlags(check.Validate()))...); err != nil {
 		return err
-	}
-	if cfg.Orders <= 0 {
-		return fmt.Errorf("shop load: -n %d must be positive", cfg.Orders)
 	}
 	dataSet := false
 	fs.Visit(func(f *flag.Flag) { dataSet = dataSet || f.Name == "data" })
@@ -97,7 +102,7 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		u.Order, u.Payment, u.Inventory = cmpOr(urls.Order, u.Order), cmpOr(urls.Payment, u.Payment), cmpOr(urls.Inventory, u.Inventory)
 		ledgers, err := load.OpenLedgers(ctx, u)
 		if err != nil {
-			return fmt.Errorf("shop load: books: %w (use -data, -order-db..., or -no-books)", err)
+			return fmt.Errorf("books: %w (use -data, -order-db..., or -no-books)", err)
 		}
 		defer ledgers.Close()
 		books = ledgers.Books
@@ -119,6 +124,34 @@ func runLoad(ctx context.Context, args []string, stdout io.Writer) error {
 		sagas = &load.SagaConfig{URL: *sagasURL, Timeout: *sagasTimeout}
 	}
 	return report(ctx, stdout, res, books, sagas)
+}
+
+// loadFlags names the flag of each field of load.Config that one sets.
+var loadFlags = map[string]string{
+	"URL": "url", "Orders": "n", "Concurrency": "c", "Rate": "rate", "Timeout": "timeout",
+	"DeclinedShare": "declined", "SoldOutShare": "sold-out",
+}
+
+// asFlags rewrites the load.FieldErrors in err in terms of the flags.
+func asFlags(err error) error {
+	if err == nil {
+		return nil
+	}
+	var all []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		all = j.Unwrap()
+	} else {
+		all = []error{err}
+	}
+	out := make([]error, 0, len(all))
+	for _, e := range all {
+		var fe *load.FieldError
+		if errors.As(e, &fe) && loadFlags[fe.Field] != "" {
+			e = fmt.Errorf("-%s %v: %s", loadFlags[fe.Field], fe.Value, fe.Want)
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
 }
 
 // report prints the tally, the saga tracker's states (when sagas is set)

@@ -47,14 +47,15 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	run := run
+	run, name := run, "shop:"
 	if len(os.Args) > 1 && os.Args[1] == "load" {
 		run = func(ctx context.Context, args []string, stdout io.Writer, _ chan<- string) error {
 			return runLoad(ctx, args[1:], stdout)
 		}
+		name = "shop load:"
 	}
 	if err := run(ctx, os.Args[1:], os.Stdout, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "shop:", err)
+		fmt.Fprintln(os.Stderr, name, err)
 		os.Exit(1)
 	}
 }

@@ -80,7 +80,12 @@ func TestBadFlags(t *testing.T) {
 		wantErr string
 	}{
 		{"bad stock", []string{"-stock", "apple"}, nil, `"apple" is not sku=quantity`},
+		{"negative stock", []string{"-stock", "apple=3,pear=-5"}, nil, `the quantity of pear, "-5", is not a whole number of at least 0`},
+		{"stock without a sku", []string{"-stock", "=5"}, nil, `"=5" is not sku=quantity`},
+		{"stock given twice", []string{"-stock", "apple=3, apple=4"}, nil, "apple is given twice"},
 		{"transient share", []string{"-transient-failures", "2"}, nil, "must be in 0..1"},
+		{"transient share not a number", []string{"-transient-failures", "NaN"}, nil, "-transient-failures NaN: must be in 0..1"},
+		{"unknown checkout", []string{"-checkout", "xa"}, nil, `-checkout "xa": want saga or 2pc`},
 		{"unknown command", []string{"extra"}, nil, `unknown command "extra"`},
 		{"argument after flags", []string{"all", "-quiet", "extra"}, nil, "unexpected arguments"},
 		{"log level", []string{"-log-level", "loud"}, nil, `-log-level "loud"`},
@@ -90,7 +95,9 @@ func TestBadFlags(t *testing.T) {
 		{"service without a host", []string{"notify", "-bus", "amqp:///"}, nil, "no host"},
 		{"service on an unknown database", []string{"inventory", "-bus", "amqp://h/", "-db", "mysql://u:secret@h/db"}, nil, `-db "mysql://u:xxxxx@h/db"`},
 		{"flag of another service", []string{"notify", "-stock", "a=1"}, nil, "not defined: -stock"},
-		{"bad environment", []string{"payment"}, map[string]string{"TROUPE_PAYMENT_LIMIT": "lots"}, `TROUPE_PAYMENT_LIMIT="lots"`},
+		{"bad environment", []string{"payment"}, map[string]string{"TROUPE_PAYMENT_LIMIT": "lots"}, `TROUPE_PAYMENT_LIMIT="lots": not a value for -limit (a whole number)`},
+		{"bad environment switch", []string{"all"}, map[string]string{"TROUPE_QUIET": "sometimes"}, `TROUPE_QUIET="sometimes": not a value for -quiet (true or false)`},
+		{"bad environment share", []string{"all"}, map[string]string{"TROUPE_TRANSIENT_FAILURES": "a tenth"}, `not a value for -transient-failures (a number)`},
 		{"negative limit from the environment", []string{"payment", "-bus", "amqp://h/"}, map[string]string{"TROUPE_PAYMENT_LIMIT": "-1"}, "-limit -1"},
 		{"jaeger UI without scheme", []string{"-jaeger-ui", "localhost:16686"}, nil, `jaeger UI URL "localhost:16686"`},
 		{"jaeger UI from the environment", []string{"all"}, map[string]string{"JAEGER_UI_URL": "ftp://j"}, `jaeger UI URL "ftp://j"`},
