@@ -58,16 +58,11 @@ func (f sagaFlags) open(ctx context.Context) (*saga.Store, func() error, error) 
 	if url == "" {
 		return nil, nil, errors.New("give the tracker's database with -db (or $TROUPE_SAGA_DB)")
 	}
-	if path, ok := strings.CutPrefix(url, "sqlite:"); ok {
-		if _, err := os.Stat(path); err != nil {
-			return nil, nil, fmt.Errorf("database: %w", err)
-		}
-	}
 	s, err := loadSaga(*f.file)
 	if err != nil {
 		return nil, nil, err
 	}
-	db, err := outbox.Open(ctx, url)
+	db, err := openExisting(ctx, url)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -195,4 +190,21 @@ func runSagaAct(ctx context.Context, a saga.Action, args []string, stdout, stder
 	}
 	printInstance(stdout, in)
 	return nil
+}
+
+// openExisting opens a service's database for a command that reads or
+// repairs it. A SQLite file must exist already: outbox.Open would create
+// an empty database at a mistyped path, and the command would answer from
+// it ("no sagas") and leave the file behind.
+func openExisting(ctx context.Context, url string) (*outbox.DB, error) {
+	path, ok := strings.CutPrefix(url, "sqlite:")
+	if !ok && strings.HasSuffix(url, ".db") && !strings.Contains(url, "://") {
+		path, ok = url, true
+	}
+	if ok {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("database: %w", err)
+		}
+	}
+	return outbox.Open(ctx, url)
 }

@@ -49,7 +49,7 @@ func runTwoPC(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stderr, twoPCUsage)
 		return errors.New("2pc: -db (or $TROUPE_DB_URL) is required")
 	}
-	open := func() (*outbox.DB, error) { return outbox.Open(ctx, *dbURL) }
+	open := func() (*outbox.DB, error) { return openExisting(ctx, *dbURL) }
 	switch sub {
 	case "list":
 		if fs.NArg() > 0 {

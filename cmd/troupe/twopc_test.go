@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,6 +51,12 @@ func coordinatorDB(t *testing.T) string {
 
 func TestTwoPCCommand(t *testing.T) {
 	db := coordinatorDB(t)
+	missing := filepath.Join(t.TempDir(), "typo.db")
+	defer func() {
+		if _, err := os.Stat(missing); err == nil {
+			t.Errorf("a command on a missing database created %s", missing)
+		}
+	}()
 	tests := []struct {
 		name    string
 		give    []string
@@ -63,7 +70,9 @@ func TestTwoPCCommand(t *testing.T) {
 		{"unknown gid", []string{"show", "-db", db, "o-9"}, nil, "unknown transaction"},
 		{"bad state", []string{"list", "-db", db, "-state", "done"}, nil, `unknown state "done"`},
 		{"no database", []string{"list"}, nil, "-db"},
-		{"not a coordinator", []string{"list", "-db", "sqlite:" + filepath.Join(t.TempDir(), "x.db")}, nil, "coordinator's database"},
+		{"not a coordinator", []string{"list", "-db", plainDB(t)}, nil, "coordinator's database"},
+		{"missing database", []string{"list", "-db", "sqlite:" + missing}, nil, "no such file"},
+		{"missing database by path", []string{"show", "-db", missing, "o-1"}, nil, "no such file"},
 		{"unknown subcommand", []string{"drop", "-db", db}, nil, "unknown subcommand"},
 	}
 	for _, tt := range tests {
@@ -87,4 +96,18 @@ func TestTwoPCCommand(t *testing.T) {
 			}
 		})
 	}
+}
+
+// plainDB is a service's database with no coordinator's tables.
+func plainDB(t *testing.T) string {
+	t.Helper()
+	url := "sqlite:" + filepath.Join(t.TempDir(), "plain.db")
+	db, err := outbox.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return url
 }
