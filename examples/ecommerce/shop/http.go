@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -29,7 +30,9 @@ type APIError struct {
 // HTTPHandler serves the order API:
 //
 //	POST /orders        place an order (JSON PlaceRequest); an Idempotency-Key
-//	                    header makes a retried request return the first order
+//	                    header (at most 255 bytes) makes a retried request
+//	                    return the first order; the key with another request
+//	                    is a 422
 //	GET  /orders/{id}   an order and its history; with ?wait=notified (and
 //	                    &timeout=10s, at most MaxWait) it long-polls: it answers
 //	                    once the customer was told (notified_at set) or when
@@ -58,6 +61,11 @@ func (s *OrderService) place(w http.ResponseWriter, r *http.Request) {
 	o, created, err := s.Place(r.Context(), req, r.Header.Get("Idempotency-Key"))
 	if fe, ok := errors.AsType[*FieldError](err); ok {
 		writeJSON(w, http.StatusBadRequest, APIError{Error: fe.Error(), Field: fe.Field})
+		return
+	}
+	if ke, ok := errors.AsType[*KeyReusedError](err); ok {
+		w.Header().Set("Location", "/orders/"+ke.OrderID)
+		writeJSON(w, http.StatusUnprocessableEntity, APIError{Error: ke.Error(), Field: "Idempotency-Key"})
 		return
 	}
 	if err != nil {
@@ -89,12 +97,21 @@ func (s *OrderService) get(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case errors.Is(err, ErrNoOrder):
-		writeJSON(w, http.StatusNotFound, APIError{Error: "no order " + r.PathValue("id")})
+		writeJSON(w, http.StatusNotFound, APIError{Error: "no order " + clip(r.PathValue("id"))})
 	case err != nil:
 		writeJSON(w, http.StatusInternalServerError, APIError{Error: err.Error()})
 	default:
 		writeJSON(w, http.StatusOK, o)
 	}
+}
+
+// clip shortens what a client sent, for an error that quotes it.
+func clip(s string) string {
+	const most = 100
+	if len(s) <= most {
+		return s
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(s[:most], ""), len(s))
 }
 
 // parseWait reads ?wait=notified&timeout=D; 0 without wait.

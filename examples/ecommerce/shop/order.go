@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -138,6 +141,9 @@ func (s *OrderService) Place(ctx context.Context, req PlaceRequest, idempotencyK
 	if err := req.Validate(); err != nil {
 		return Order{}, false, err
 	}
+	if err := validateIdempotencyKey(idempotencyKey); err != nil {
+		return Order{}, false, err
+	}
 	id := uuid.Must(uuid.NewV7()).String()
 	err = s.db.InTx(ctx, func(tx *outbox.Tx) error {
 		if idempotencyKey != "" {
@@ -177,8 +183,43 @@ func (s *OrderService) Place(ctx context.Context, req PlaceRequest, idempotencyK
 		// that; reading it back would cost more than the insert.
 		return o, true, nil
 	}
-	o, err = s.Get(ctx, id)
-	return o, false, err
+	if o, err = s.Get(ctx, id); err != nil {
+		return Order{}, false, err
+	}
+	if o.Customer != req.Customer || !slices.Equal(o.Items, req.Items) || o.Amount != req.Amount || o.PaymentMethod != req.PaymentMethod {
+		return Order{}, false, &KeyReusedError{Key: idempotencyKey, OrderID: o.ID}
+	}
+	return o, false, nil
+}
+
+// MaxIdempotencyKey is the longest Idempotency-Key taken, in bytes.
+const MaxIdempotencyKey = 255
+
+// validateIdempotencyKey refuses a key longer than MaxIdempotencyKey, or
+// not printable UTF-8 (PostgreSQL would refuse to store invalid UTF-8).
+func validateIdempotencyKey(key string) error {
+	switch {
+	case len(key) > MaxIdempotencyKey:
+		return &FieldError{"Idempotency-Key", fmt.Sprintf("%d bytes, longer than %d", len(key), MaxIdempotencyKey)}
+	case !utf8.ValidString(key):
+		return &FieldError{"Idempotency-Key", "not valid UTF-8"}
+	case strings.ContainsFunc(key, unicode.IsControl):
+		return &FieldError{"Idempotency-Key", "has a control character"}
+	}
+	return nil
+}
+
+// KeyReusedError is a request whose Idempotency-Key placed another order
+// already (different customer, items, amount or payment method): a retry
+// must repeat its request, and a new order needs a new key. Placing it
+// would drop the new order; returning the old one would answer a question
+// the client did not ask.
+type KeyReusedError struct {
+	Key, OrderID string
+}
+
+func (e *KeyReusedError) Error() string {
+	return fmt.Sprintf("Idempotency-Key %q was used for order %s, with another request", e.Key, e.OrderID)
 }
 
 // ErrNoOrder is returned by Get for an unknown id.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -308,6 +309,104 @@ func TestBadRequestsNameTheField(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("GET unknown order: %v %v", resp.StatusCode, err)
 	}
+	resp.Body.Close()
+	// An unknown id of 10,000 bytes: the error quotes 100 of them.
+	resp, err = http.Get(srv.URL + "/orders/" + strings.Repeat("x", 10_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notFound shop.APIError
+	_ = json.NewDecoder(resp.Body).Decode(&notFound)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || len(notFound.Error) > 200 || !strings.Contains(notFound.Error, "(10000 bytes)") {
+		t.Fatalf("GET of a long unknown id: %d %q", resp.StatusCode, notFound.Error)
+	}
+}
+
+// TestIdempotencyKeyRules: a key is at most 255 bytes of printable UTF-8,
+// and a key that placed an order cannot place another: the same key with
+// another request is a 422 that names the first order, which is left as it
+// was, and no second order is made.
+func TestIdempotencyKeyRules(t *testing.T) {
+	s, srv := startStack(t, shop.PaymentConfig{})
+	order := shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 1, Price: 150})
+	for _, tt := range []struct {
+		name, key, want string
+	}{
+		{"too long", strings.Repeat("k", 256), "256 bytes, longer than 255"},
+		{"not UTF-8", "k\xff", "not valid UTF-8"},
+		{"control character", "k\x01", "control character"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := validKeyOnTheWire(tt.key); err != nil { // net/http refuses to send some bytes
+				code, body := placeDirect(t, s, order, tt.key)
+				if code != http.StatusBadRequest || body.Field != "Idempotency-Key" || !strings.Contains(body.Error, tt.want) {
+					t.Fatalf("%d %+v", code, body)
+				}
+				return
+			}
+			code, body := post(t, srv, order, tt.key)
+			if code != http.StatusBadRequest || body["field"] != "Idempotency-Key" || !strings.Contains(fmt.Sprint(body["error"]), tt.want) {
+				t.Fatalf("%d %v", code, body)
+			}
+		})
+	}
+	if code, _ := post(t, srv, order, strings.Repeat("k", 255)); code != http.StatusCreated {
+		t.Fatalf("a key of 255 bytes: %d, want 201", code)
+	}
+
+	code, first := post(t, srv, order, "k-reused")
+	if code != http.StatusCreated {
+		t.Fatalf("first POST: %d %v", code, first)
+	}
+	other := shoptest.Order("ada", "card", shop.Item{SKU: "apple", Quantity: 2, Price: 150})
+	var buf bytes.Buffer
+	_ = json.NewEncoder(&buf).Encode(other)
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/orders", &buf)
+	req.Header.Set("Idempotency-Key", "k-reused")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body shop.APIError
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnprocessableEntity || body.Field != "Idempotency-Key" ||
+		!strings.Contains(body.Error, fmt.Sprint(first["id"])) || resp.Header.Get("Location") != "/orders/"+fmt.Sprint(first["id"]) {
+		t.Fatalf("the key with another request: %d %+v, Location %q; want 422 naming %v", resp.StatusCode, body, resp.Header.Get("Location"), first["id"])
+	}
+	if code, again := post(t, srv, order, "k-reused"); code != http.StatusOK || again["id"] != first["id"] {
+		t.Fatalf("the key with its own request again: %d %v, want 200 and order %v", code, again, first["id"])
+	}
+	if n := count(t, s, shop.OrderSvc, `SELECT COUNT(*) FROM orders WHERE customer = 'ada'`); n != 2 {
+		t.Fatalf("%d orders of ada, want 2 (the 255-byte key's and k-reused's)", n)
+	}
+}
+
+// validKeyOnTheWire reports why net/http would refuse to send key as a
+// header value, if it would.
+func validKeyOnTheWire(key string) error {
+	for _, r := range []byte(key) {
+		if r < 0x20 && r != '\t' || r == 0x7f {
+			return fmt.Errorf("byte %#x", r)
+		}
+	}
+	return nil
+}
+
+// placeDirect places an order through OrderService.Place, as the API
+// would with key, and turns the error into the API's answer.
+func placeDirect(t *testing.T, s *shop.Stack, req shop.PlaceRequest, key string) (int, shop.APIError) {
+	t.Helper()
+	_, _, err := s.Order.Place(t.Context(), req, key)
+	var fe *shop.FieldError
+	if errors.As(err, &fe) {
+		return http.StatusBadRequest, shop.APIError{Error: fe.Error(), Field: fe.Field}
+	}
+	if err != nil {
+		return http.StatusInternalServerError, shop.APIError{Error: err.Error()}
+	}
+	return http.StatusCreated, shop.APIError{}
 }
 
 func nilIfEmpty(s string) any {
