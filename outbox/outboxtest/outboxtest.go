@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,6 +29,7 @@ func Run(t *testing.T, newURL NewURL) {
 		{"MigrateTwiceIsHarmless", testMigrateTwice},
 		{"ConcurrentMigrations", testConcurrentMigrations},
 		{"ClaimOnce", testClaimOnce},
+		{"ClaimAnyBytes", testClaimAnyBytes},
 		{"RolledBackClaimIsForgotten", testRollback},
 		{"ConcurrentClaimsOneWinner", testConcurrentClaims},
 		{"SeenAndRecord", testSeenRecord},
@@ -116,6 +118,29 @@ func testClaimOnce(t *testing.T, url string) {
 	}
 	if !claim(t, db, "inventory.reserve", "charge:1") {
 		t.Fatal("a key is per consumer")
+	}
+}
+
+// testClaimAnyBytes: a key is any bytes, as a message may carry, and
+// claims the same on every dialect: keys that are not UTF-8, or longer
+// than an index entry may be on PostgreSQL, are claimed once each, and
+// keys that differ in one byte are not one key.
+func testClaimAnyBytes(t *testing.T, url string) {
+	db := open(t, url)
+	long := strings.Repeat("k", 10_000)
+	keys := []string{"a\xff", "a\xfe", "a\ufffd", long + "1", long + "2", "~sha256:x", "\x00", ""}
+	for _, k := range keys {
+		if !claim(t, db, "c", k) {
+			t.Fatalf("first claim of %.20q refused (a key claimed before collides with it)", k)
+		}
+	}
+	for _, k := range keys {
+		if claim(t, db, "c", k) {
+			t.Fatalf("second claim of %.20q accepted", k)
+		}
+		if seen, err := db.Seen(context.Background(), "c", k); err != nil || !seen {
+			t.Fatalf("Seen(%.20q) = %v, %v after its claim", k, seen, err)
+		}
 	}
 }
 
