@@ -1,6 +1,7 @@
 package twopc_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/saga/twopc"
@@ -29,6 +31,9 @@ import (
 //     is wrong ("bad payload: " and the decoder's error), the resource
 //     never sees it, nothing is held, and a later COMMIT is refused while
 //     ABORT is acknowledged;
+//   - a payload that is not UTF-8 text without NULs (which PostgreSQL
+//     could not store) is rejected (ErrRejected), at every delivery, with
+//     nothing recorded and the resource never called;
 //   - a redelivered PREPARE is answered alike and changes nothing;
 //   - the participant then prepares a well-formed branch.
 func FuzzParticipantPayload(f *testing.F) {
@@ -57,6 +62,21 @@ func FuzzParticipantPayload(f *testing.F) {
 			vote, state, reason = twopc.No, "aborted", "resource voted no"
 		}
 		prepare := twopc.Message{Kind: twopc.KindPrepare, GID: gid, From: coordName, To: name, Payload: payload}
+		if !utf8.Valid(payload) || bytes.IndexByte(payload, 0) >= 0 {
+			// Not text every database stores: rejected, every time, and
+			// nothing recorded; the coordinator's vote deadline aborts it.
+			for range 2 {
+				ledgerRefused(t, w, p, prepare, twopc.ErrRejected)
+			}
+			var rows int
+			if err := w.db.QueryRow(w.ctx, `SELECT COUNT(*) FROM troupe_twopc_participant WHERE participant = ? AND gid = ?`, name, gid).Scan(&rows); err != nil || rows != 0 {
+				t.Fatalf("a rejected PREPARE left %d rows (%v)", rows, err)
+			}
+			if calls := res.take(gid); len(calls) > 0 {
+				t.Fatalf("the resource saw a rejected PREPARE: %v", calls)
+			}
+			return
+		}
 		for range 2 { // a redelivery is answered alike
 			ledgerRound(t, w, p, prepare, &twopc.Message{Kind: twopc.KindVote, GID: gid, From: name, To: coordName, Vote: vote, Reason: reason})
 			checkLedger(t, w, res, gid, []string{state, coordName, reason, stored}, calls)

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -145,6 +146,10 @@ var busSeeds = []busSeed{
 	{give: `{"kind":1,"gid":"traced","from":"coord","to":"payment","payload":{"amount":1},"trace":{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}`},
 	{give: `{"kind":1,"gid":"fresh","from":"coord","to":"payment","payload":{"amount":3}}`, key: "x-death", value: "[{"},
 	{give: `{"kind":1,"gid":"fresh","from":"coord","to":"payment","payload":{"amount":3}}`, key: envelope.UUIDHeader, value: ""},
+	// To the participant: text no database may store.
+	{give: `{"kind":1,"gid":"nul\u0000gid","from":"coord","to":"payment","payload":{"amount":3}}`},
+	{give: `{"kind":1,"gid":"` + strings.Repeat("g", 256) + `","from":"coord","to":"payment","payload":{"amount":3}}`},
+	{give: `{"kind":1,"gid":"fresh","from":"coord","to":"payment","payload":{"note":"\u0000"}}`},
 	// To the participant: well-formed, but not the protocol's.
 	{give: `{"kind":1,"gid":"open","from":"usurper","to":"payment","payload":{"amount":5}}`},
 	{give: `{"kind":3,"gid":"open","from":"usurper","to":"payment","outcome":1}`},
@@ -190,6 +195,7 @@ var busSeeds = []busSeed{
 	{toCoord: true, give: `{"kind":3,"gid":"open","from":"payment","to":"coord","outcome":1}`},
 	{toCoord: true, give: `{"kind":2,"gid":"open","from":"inventory","to":"payment","vote":1}`},
 	{toCoord: true, give: `{"kind":5,"gid":"open","from":"intruder","to":"coord"}`},
+	{toCoord: true, give: `{"kind":2,"gid":"open","from":"inventory","to":"coord","vote":2,"reason":"nul\u0000"}`},
 	{toCoord: true, give: `{"kind":4,"gid":"open","from":"intruder","to":"coord"}`},
 	// To the coordinator: malformed.
 	{toCoord: true, give: `{"kind":2,"gid":"open","from":"inventory"}`},
@@ -581,6 +587,19 @@ func malformed(m twopc.Message) string {
 		return "no vote"
 	case m.Kind == twopc.KindDecision && m.Outcome != twopc.Commit && m.Outcome != twopc.Abort:
 		return "no outcome"
+	}
+	for _, f := range []struct {
+		text string
+		name bool
+	}{{m.GID, true}, {m.From, true}, {m.To, true}, {m.Reason, false}, {string(m.Payload), false}} {
+		switch {
+		case f.name && len(f.text) > twopc.MaxName:
+			return fmt.Sprintf("more than %d", twopc.MaxName)
+		case !utf8.ValidString(f.text):
+			return "not UTF-8"
+		case strings.IndexByte(f.text, 0) >= 0:
+			return "holds a NUL"
+		}
 	}
 	return ""
 }

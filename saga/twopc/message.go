@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrRejected marks a message that a node will not act on however often
@@ -113,7 +115,11 @@ func (m Message) String() string {
 }
 
 // Validate reports what makes m unusable: an unknown kind, no GID, no
-// sender, a vote without a vote or a decision without an outcome.
+// sender, a vote without a vote or a decision without an outcome, or text
+// a node could not store on every database (PostgreSQL refuses text that
+// is not UTF-8 or holds a NUL, and index entries of a few kilobytes): a
+// gid, sender or recipient of more than MaxName bytes, or one, a reason
+// or a payload that is not UTF-8 or holds a NUL.
 func (m Message) Validate() error {
 	switch {
 	case kindNames[m.Kind] == "":
@@ -127,7 +133,42 @@ func (m Message) Validate() error {
 	case m.Kind == KindDecision && m.Outcome != Commit && m.Outcome != Abort:
 		return fmt.Errorf("twopc: decision %s with no outcome", m.GID)
 	}
+	for _, f := range []struct {
+		what, text string
+		name       bool
+	}{{"gid", m.GID, true}, {"sender", m.From, true}, {"recipient", m.To, true}, {"reason", m.Reason, false}, {"payload", string(m.Payload), false}} {
+		switch {
+		case f.name && len(f.text) > MaxName:
+			return fmt.Errorf("twopc: %s message: the %s has %d bytes, more than %d", m.Kind, f.what, len(f.text), MaxName)
+		case !utf8.ValidString(f.text):
+			return fmt.Errorf("twopc: %s message: the %s is not UTF-8", m.Kind, f.what)
+		case strings.IndexByte(f.text, 0) >= 0:
+			return fmt.Errorf("twopc: %s message: the %s holds a NUL", m.Kind, f.what)
+		}
+	}
 	return nil
+}
+
+// MaxName is the longest gid or node name, in bytes.
+const MaxName = 255
+
+// storable is s with each byte that is not UTF-8, and each NUL, replaced
+// by U+FFFD: a reason a node writes itself (from a resource's error) that
+// every database stores and every node takes.
+func storable(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == 0 || (r == utf8.RuneError && n == 1) {
+			r = utf8.RuneError
+		}
+		b.WriteRune(r)
+		i += n
+	}
+	return b.String()
 }
 
 // Sender sends protocol messages to the node named by Message.To. Send may

@@ -155,13 +155,13 @@ func (p *Participant[P]) prepare(ctx context.Context, m Message) (err error) {
 		}
 		var v P
 		if err := json.Unmarshal([]byte(payload), &v); err != nil {
-			vote, reason = No, "bad payload: "+err.Error()
+			vote, reason = No, storable("bad payload: "+err.Error())
 			return errVoteNo
 		}
 		vote, err = p.res.Prepare(ctx, tx, m.GID, v)
 		switch {
 		case err != nil:
-			vote, reason = No, err.Error()
+			vote, reason = No, storable(err.Error())
 			return errVoteNo
 		case vote != Yes:
 			vote, reason = No, "resource voted no"
