@@ -82,7 +82,8 @@ func DLQRedriver(dial func() (dlq.Conn, error)) Redriver {
 // or the redriver's. Safe for concurrent use; actions on one instance are
 // serialized.
 func (st *Store) Act(ctx context.Context, sagaName, id string, a Action, actor, note string, now time.Time, rd Redriver) (Instance, error) {
-	actor = strings.TrimSpace(actor)
+	// Free text from an operator: kept as every store keeps it.
+	actor, note = storable(strings.TrimSpace(actor)), storable(note)
 	if actor == "" {
 		return Instance{}, ErrNoActor
 	}

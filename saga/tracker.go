@@ -313,10 +313,16 @@ func (t *Tracker) HandleBatch(ctx context.Context, msgs []*message.Message) erro
 	var causes []*message.Message
 	for _, msg := range msgs {
 		id := msg.Metadata.Get(envelope.SagaIDKey)
-		// A saga id that is not UTF-8 names no instance: the store would
-		// not read its history back (SQLite gets the ids as JSON), and
-		// PostgreSQL refuses it.
-		if id == "" || !utf8.ValidString(id) {
+		// A saga id that is not UTF-8, holds a NUL or is longer than
+		// MaxInstanceID names no instance: the store would not read its
+		// history back (SQLite gets the ids as JSON), and PostgreSQL
+		// refuses it (every redelivery of the batch would fail again).
+		if id == "" {
+			continue
+		}
+		if len(id) > MaxInstanceID || !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
+			t.logger.Warn("saga tracker: a saga id no store keeps; the message is not recorded",
+				slog.String("message_id", storable(msg.UUID)), slog.Int("saga_id_bytes", len(id)))
 			continue
 		}
 		if e, ok := t.entry(msg); ok {
@@ -353,11 +359,11 @@ func (t *Tracker) entry(msg *message.Message) (Entry, bool) {
 		at = t.cfg.Clock.Now()
 	}
 	// Ids from the bus may be any bytes; PostgreSQL refuses text that is
-	// not UTF-8 (every redelivery would fail again), so such an id is kept
-	// with U+FFFD for each run of bad bytes, on either database.
+	// not UTF-8 or holds a NUL (every redelivery would fail again), so such
+	// an id is kept storable, on either database.
 	e := Entry{At: at.UTC(), RecordedAt: t.cfg.Clock.Now().UTC(), Kind: EventEntry,
-		Event: md.Get(envelope.EventKey), MessageID: strings.ToValidUTF8(msg.UUID, "\uFFFD"),
-		CausationID: strings.ToValidUTF8(md.Get(envelope.CausationIDKey), "\uFFFD"), TraceID: traceID(md)}
+		Event: md.Get(envelope.EventKey), MessageID: storable(msg.UUID),
+		CausationID: storable(md.Get(envelope.CausationIDKey)), TraceID: traceID(md)}
 	if e.Event == handlers.DeadLetteredEvent {
 		return t.deadLetter(msg, e)
 	}
@@ -366,7 +372,7 @@ func (t *Tracker) entry(msg *message.Message) (Entry, bool) {
 		return Entry{}, false
 	}
 	e.Meaning = meaning(trs)
-	e.Error = reasonOf(msg.Payload)
+	e.Error = storable(reasonOf(msg.Payload))
 	return e, true
 }
 
@@ -390,7 +396,7 @@ func (t *Tracker) deadLetter(msg *message.Message, e Entry) (Entry, bool) {
 		t.logger.Warn("saga tracker: undecodable dead-letter announcement", slog.String("message_id", msg.UUID), slog.Any("error", err))
 		return Entry{}, false
 	}
-	e.Event, e.CausationID, e.Error, e.Queue = dl.Event, dl.MessageID, dl.Error, dl.DeadLetterQueue
+	e.Event, e.CausationID, e.Error, e.Queue = dl.Event, storable(dl.MessageID), storable(dl.Error), storable(dl.DeadLetterQueue)
 	for _, st := range t.s.Steps {
 		if t.cfg.QueuePrefix+st.Service != dl.Service {
 			continue
@@ -414,6 +420,15 @@ func (t *Tracker) deadLetter(msg *message.Message, e Entry) (Entry, bool) {
 func (t *Tracker) ownTimeout(payload []byte) bool {
 	var to Timeout
 	return json.Unmarshal(payload, &to) == nil && to.Saga == t.s.Name
+}
+
+// MaxInstanceID is the longest saga id the tracker records, in bytes.
+const MaxInstanceID = 1024
+
+// storable is s as every store keeps it: U+FFFD for each run of bytes
+// that is not UTF-8, and for each NUL (PostgreSQL refuses both).
+func storable(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // reasonOf reads the conventional "reason" field of a JSON payload (a

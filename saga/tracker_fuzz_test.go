@@ -130,8 +130,17 @@ func (r *trackerFuzzRig) reset(t *testing.T, a, b string) {
 }
 
 // trackerFuzzInstance reports whether a saga id names an instance: the
-// tracker skips a message without one, or with one that is not UTF-8.
-func trackerFuzzInstance(id string) bool { return id != "" && utf8.ValidString(id) }
+// tracker skips a message without one, or with one no store keeps (not
+// UTF-8, a NUL, over saga.MaxInstanceID bytes).
+func trackerFuzzInstance(id string) bool {
+	return id != "" && len(id) <= saga.MaxInstanceID && utf8.ValidString(id) && !strings.Contains(id, "\x00")
+}
+
+// keptAs is how the tracker keeps an id from the bus: U+FFFD for each run
+// of bytes that is not UTF-8, and for each NUL (PostgreSQL refuses both).
+func keptAs(id string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(id, "\uFFFD"), "\x00", "\uFFFD")
+}
 
 // declared reports whether the tracker must record an event of instance
 // id: one the saga declares, but for saga.timed_out (recorded only when
@@ -189,7 +198,7 @@ func (r *trackerFuzzRig) handle(t *testing.T, msg *message.Message, must bool) [
 	if !trackerFuzzInstance(id) && len(after) > 0 {
 		t.Fatalf("message with saga id %q recorded: %+v", id, after)
 	}
-	mid := strings.ToValidUTF8(msg.UUID, "\uFFFD") // as the tracker keeps it
+	mid := keptAs(msg.UUID) // as the tracker keeps it
 	n, was := trackerFuzzCount(after, mid), trackerFuzzCount(before, mid)
 	switch {
 	case n > 1:
@@ -226,7 +235,7 @@ func (r *trackerFuzzRig) checkEntry(t *testing.T, msg *message.Message, e saga.E
 		}
 		return
 	}
-	if e.Kind != saga.EventEntry || e.Event != md.Get(envelope.EventKey) || e.CausationID != strings.ToValidUTF8(md.Get(envelope.CausationIDKey), "\uFFFD") {
+	if e.Kind != saga.EventEntry || e.Event != md.Get(envelope.EventKey) || e.CausationID != keptAs(md.Get(envelope.CausationIDKey)) {
 		t.Fatalf("message %+v recorded as %+v", md, e)
 	}
 	// A production time the store cannot keep (Unix nanoseconds in an

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -256,6 +257,8 @@ func runTrackerSuite(t *testing.T, busURL string, newURL func(t *testing.T) stri
 		{"Ignored", testIgnored},
 		{"Batch", testBatch},
 		{"IdsNotUTF8", testIdsNotUTF8},
+		{"TextWithNULs", testTextWithNULs},
+		{"SagaIDsNoStoreKeeps", testSagaIDsNoStoreKeeps},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -636,4 +639,50 @@ func testIdsNotUTF8(t *testing.T, r *rig) {
 	if e := in.History[0]; e.MessageID != "m-\uFFFD" || e.CausationID != "c-\uFFFD" {
 		t.Fatalf("recorded message %q caused by %q", e.MessageID, e.CausationID)
 	}
+}
+
+// testTextWithNULs: ids and a reason holding a NUL (valid UTF-8, which
+// PostgreSQL still refuses) are recorded with U+FFFD in its place, once,
+// however often the message comes, and do not hold up the messages
+// recorded with them in one batch.
+func testTextWithNULs(t *testing.T, r *rig) {
+	ctx := context.Background()
+	m := r.msg("n1", "order.placed", nil)
+	m.UUID = "m-\x00"
+	m.Metadata.Set(envelope.CausationIDKey, "c-\x00")
+	other := r.msg("n2", "order.placed", nil)
+	for i := range 2 {
+		if err := r.tk.HandleBatch(ctx, []*message.Message{m, other}); err != nil {
+			t.Fatalf("delivery %d: %v", i+1, err)
+		}
+	}
+	in := r.await("n1", saga.Running, "charge", 1)
+	if e := in.History[0]; e.MessageID != "m-\uFFFD" || e.CausationID != "c-\uFFFD" {
+		t.Fatalf("recorded message %q caused by %q", e.MessageID, e.CausationID)
+	}
+	r.await("n2", saga.Running, "charge", 1)
+}
+
+// testSagaIDsNoStoreKeeps: a message whose saga id holds a NUL or is over
+// MaxInstanceID bytes names no instance: it is not recorded, and the
+// batch it came in is recorded without it. An id of MaxInstanceID bytes
+// is recorded.
+func testSagaIDsNoStoreKeeps(t *testing.T, r *rig) {
+	ctx := context.Background()
+	long := strings.Repeat("i", saga.MaxInstanceID+1)
+	batch := []*message.Message{r.msg("nul\x00id", "order.placed", nil), r.msg(long, "order.placed", nil), r.msg("k1", "order.placed", nil)}
+	if err := r.tk.HandleBatch(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	r.await("k1", saga.Running, "charge", 1)
+	for _, id := range []string{"nul\x00id", long} {
+		if in, err := r.tk.Store().Get(ctx, "", id); !errors.Is(err, saga.ErrNotFound) {
+			t.Errorf("saga id of %d bytes: %+v, %v; want no instance", len(id), in.ID, err)
+		}
+	}
+	longest := strings.Repeat("i", saga.MaxInstanceID)
+	if err := r.tk.Handle(ctx, r.msg(longest, "order.placed", nil)); err != nil {
+		t.Fatalf("a saga id of %d bytes: %v", len(longest), err)
+	}
+	r.await(longest, saga.Running, "charge", 1)
 }
