@@ -455,11 +455,11 @@ func ignoreDone(err error) error {
 // in tx. It returns false when the key was already recorded (by a committed
 // transaction): the message is a duplicate and its effects must not be
 // applied again. Concurrent claims of one key wait for each other. Any
-// bytes make a key, on every dialect (see inboxKey).
+// bytes make a key, on every dialect (see storedKey).
 func (tx *Tx) Claim(ctx context.Context, consumer, key string) (bool, error) {
 	res, err := tx.Exec(ctx,
 		`INSERT INTO troupe_inbox (consumer, key, handled_at) VALUES (?, ?, ?) ON CONFLICT (consumer, key) DO NOTHING`,
-		consumer, inboxKey(key), time.Now().UTC())
+		consumer, storedKey(key), time.Now().UTC())
 	if err != nil {
 		return false, fmt.Errorf("outbox: claim %s/%s: %w", consumer, key, err)
 	}
@@ -474,7 +474,7 @@ func (tx *Tx) Claim(ctx context.Context, consumer, key string) (bool, error) {
 // transaction; handlers.IdempotencyStore).
 func (db *DB) Seen(ctx context.Context, consumer, key string) (bool, error) {
 	var one int
-	err := db.QueryRow(ctx, `SELECT 1 FROM troupe_inbox WHERE consumer = ? AND key = ?`, consumer, inboxKey(key)).Scan(&one)
+	err := db.QueryRow(ctx, `SELECT 1 FROM troupe_inbox WHERE consumer = ? AND key = ?`, consumer, storedKey(key)).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -492,26 +492,25 @@ func (db *DB) Record(ctx context.Context, consumer, key string) error {
 	})
 }
 
-// Inbox keys come from messages (a message id, or a business key a
-// producer set), so any bytes. PostgreSQL refuses text that is not UTF-8
-// or holds a NUL, and index entries over about 2.7 kB, where SQLite takes
-// them all: the same
-// message would be handled on one and fail at every delivery on the
-// other. inboxKey stores such a key as inboxKeyHashed and the SHA-256 of
-// its bytes in hex, one key to one stored form (a key that starts with
-// inboxKeyHashed itself is hashed too, so that no key is stored as
-// another's hash), and every other key as it is.
+// Inbox keys and ordering keys come from messages (a message id, a saga
+// id, a business key a producer set), so any bytes. PostgreSQL refuses
+// text that is not UTF-8 or holds a NUL, and index entries over about
+// 2.7 kB, where SQLite takes them all: the same message would be handled
+// on one and fail at every delivery on the other. storedKey stores such a
+// key as hashedKey and the SHA-256 of its bytes in hex, one key to one
+// stored form (a key that starts with hashedKey itself is hashed too, so
+// that no key is stored as another's hash), and every other key as it is.
 const (
-	maxInboxKey    = 255
-	inboxKeyHashed = "~sha256:"
+	maxStoredKey = 255
+	hashedKey    = "~sha256:"
 )
 
-func inboxKey(key string) string {
-	if len(key) <= maxInboxKey && utf8.ValidString(key) && strings.IndexByte(key, 0) < 0 && !strings.HasPrefix(key, inboxKeyHashed) {
+func storedKey(key string) string {
+	if len(key) <= maxStoredKey && utf8.ValidString(key) && strings.IndexByte(key, 0) < 0 && !strings.HasPrefix(key, hashedKey) {
 		return key
 	}
 	sum := sha256.Sum256([]byte(key))
-	return inboxKeyHashed + hex.EncodeToString(sum[:])
+	return hashedKey + hex.EncodeToString(sum[:])
 }
 
 // pruneChunk is how many inbox rows one transaction of PruneInbox deletes.

@@ -29,6 +29,7 @@ func (tx *Tx) Add(ctx context.Context, topic, orderingKey string, msg *message.M
 	if orderingKey == "" {
 		orderingKey = msg.UUID
 	}
+	orderingKey = storedKey(orderingKey) // any bytes order alike on every dialect
 	now := time.Now().UTC()
 	if h := tx.db.handoff.Load(); h != nil && (tx.handoff == nil || tx.handoff == h) && h.room() {
 		// SQLite, with a relay of this process running (handoff.go).

@@ -164,7 +164,9 @@ func testAtomicity(t *testing.T, url string) {
 
 // testOrderingConcurrentWriters has writers on several keys commit (and
 // roll back) while a relay runs: the relay publishes exactly the committed
-// events, each key's in commit order.
+// events, each key's in commit order. Ordering keys are any bytes (a
+// saga id from a message): one holds a NUL, one is not UTF-8, one is
+// longer than PostgreSQL indexes, and they order alike on every dialect.
 func testOrderingConcurrentWriters(t *testing.T, url string) {
 	db := open(t, url)
 	rec := &recorder{}
@@ -175,6 +177,7 @@ func testOrderingConcurrentWriters(t *testing.T, url string) {
 	defer func() { cancel(); relayWG.Wait() }()
 
 	const keys = 4
+	orderingKeys := [keys]string{"k0", "k\x00", "k\xff", strings.Repeat("k", 5000)}
 	var seq atomic.Int64
 	var keyMu [keys]sync.Mutex // commits of one key in a known order; keys in parallel
 	var mu sync.Mutex
@@ -194,7 +197,7 @@ func testOrderingConcurrentWriters(t *testing.T, url string) {
 						id := fmt.Sprintf("%s-%d", key, seq.Add(1))
 						m := message.NewMessage(id, []byte(id))
 						m.Metadata.Set("key", key)
-						if err := tx.Add(context.Background(), "evt", key, m); err != nil {
+						if err := tx.Add(context.Background(), "evt", orderingKeys[k], m); err != nil {
 							return err
 						}
 						ids = append(ids, id)
