@@ -73,8 +73,17 @@ func (r PlaceRequest) Validate() error {
 	case r.PaymentMethod == "":
 		return &FieldError{"payment_method", "required"}
 	}
+	if err := checkText("customer", r.Customer); err != nil {
+		return err
+	}
+	if err := checkText("payment_method", r.PaymentMethod); err != nil {
+		return err
+	}
 	total := 0
 	for i, it := range r.Items {
+		if err := checkText(fmt.Sprintf("items[%d].sku", i), it.SKU); err != nil {
+			return err
+		}
 		switch {
 		case it.SKU == "":
 			return &FieldError{fmt.Sprintf("items[%d].sku", i), "required"}
@@ -93,6 +102,22 @@ func (r PlaceRequest) Validate() error {
 	}
 	if r.Amount != total {
 		return &FieldError{"amount", fmt.Sprintf("is %d but the items add up to %d", r.Amount, total)}
+	}
+	return nil
+}
+
+// MaxText is the longest customer, payment method or sku, in bytes.
+const MaxText = 200
+
+// checkText refuses a text field over MaxText bytes or with a control
+// character (a NUL among them, which PostgreSQL would refuse to store: the
+// same request must fare alike on every database).
+func checkText(field, s string) error {
+	switch {
+	case len(s) > MaxText:
+		return &FieldError{field, fmt.Sprintf("%d bytes, longer than %d", len(s), MaxText)}
+	case strings.ContainsFunc(s, unicode.IsControl):
+		return &FieldError{field, "has a control character"}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/troupehq/troupe/examples/ecommerce/shop"
 )
@@ -22,6 +23,8 @@ func FuzzPlaceRequest(f *testing.F) {
 	f.Add([]byte(`{"customer":"x","items":[{"sku":"a","quantity":9223372036854775807,"price":1},{"sku":"b","quantity":1,"price":1}],"amount":-9223372036854775808,"payment_method":"card"}`))
 	f.Add([]byte(`{"customer":"x","colour":"red"}`))
 	f.Add([]byte(`{"customer":"x"} {}`))
+	f.Add([]byte(`{"customer":"a\u0000b","items":[{"sku":"apple","quantity":1,"price":1}],"amount":1,"payment_method":"card"}`))
+	f.Add([]byte(`{"customer":"ann","items":[{"sku":"ap\nple","quantity":1,"price":1}],"amount":1,"payment_method":"card"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := shop.DecodePlaceRequest(bytes.NewReader(body))
 		if err != nil {
@@ -37,6 +40,15 @@ func FuzzPlaceRequest(f *testing.F) {
 		}
 		if strings.TrimSpace(req.Customer) == "" || req.PaymentMethod == "" || len(req.Items) == 0 {
 			t.Fatalf("accepted without a customer, payment method or item: %+v", req)
+		}
+		texts := []string{req.Customer, req.PaymentMethod}
+		for _, it := range req.Items {
+			texts = append(texts, it.SKU)
+		}
+		for _, s := range texts {
+			if len(s) > shop.MaxText || strings.ContainsFunc(s, unicode.IsControl) {
+				t.Fatalf("accepted text %q (over %d bytes, or a control character)", s, shop.MaxText)
+			}
 		}
 		total := new(big.Int)
 		for _, it := range req.Items {

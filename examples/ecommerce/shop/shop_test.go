@@ -295,6 +295,9 @@ func TestBadRequestsNameTheField(t *testing.T) {
 		{"not JSON", `{"customer":`, "", "body"},
 		{"data after the object", `{"customer":"x"} {}`, "", "data after the JSON object"},
 		{"a stray bracket after the object", `{"customer":"x"}]`, "", "data after the JSON object"},
+		{"customer with a NUL", shoptest.Order("a\x00b", "card", shop.Item{SKU: "a", Quantity: 1, Price: 1}), "customer", "control character"},
+		{"sku with a newline", shoptest.Order("x", "card", shop.Item{SKU: "a\nb", Quantity: 1, Price: 1}), "items[0].sku", "control character"},
+		{"long payment method", shoptest.Order("x", strings.Repeat("m", 201), shop.Item{SKU: "a", Quantity: 1, Price: 1}), "payment_method", "201 bytes, longer than 200"},
 		{"amount overflows", shop.PlaceRequest{Customer: "x", PaymentMethod: "card", Amount: 0, Items: []shop.Item{{SKU: "a", Quantity: 1 << 62, Price: 4}}}, "items[0]", "too large"},
 	}
 	for _, tt := range tests {
