@@ -28,25 +28,8 @@ func (f delivererFunc) Deliver(ctx context.Context, m twopc.Message) error { ret
 func TestUndecodableMessageDeadLettered(t *testing.T) {
 	ctx := t.Context()
 	const url = "mem://twopc-dead-letters"
-	tr, err := transport.Open(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	b, err := twopc.NewBus(tr, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Declare(ctx, "p"); err != nil {
-		t.Fatal(err)
-	}
 	got := make(chan twopc.Message, 1)
-	sctx, cancel := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() {
-		served <- b.Serve(sctx, "p", delivererFunc(func(_ context.Context, m twopc.Message) error { got <- m; return nil }), 1)
-	}()
-	defer func() { cancel(); <-served }()
+	tr, b := serveNode(t, url, delivererFunc(func(_ context.Context, m twopc.Message) error { got <- m; return nil }))
 
 	pub, err := tr.NewPublisher(bus.PublisherConfig{})
 	if err != nil {
@@ -94,34 +77,17 @@ func TestUndecodableMessageDeadLettered(t *testing.T) {
 func TestRejectedMessageDeadLettered(t *testing.T) {
 	ctx := t.Context()
 	const url = "mem://twopc-rejected"
-	tr, err := transport.Open(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	b, err := twopc.NewBus(tr, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Declare(ctx, "p"); err != nil {
-		t.Fatal(err)
-	}
 	got := make(chan twopc.Message, 3)
-	sctx, cancel := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() {
-		served <- b.Serve(sctx, "p", delivererFunc(func(_ context.Context, m twopc.Message) error {
-			got <- m
-			switch m.GID {
-			case "forged":
-				return fmt.Errorf("%w: commit forged from %q: the branch's coordinator is %q", twopc.ErrRejected, m.From, "c")
-			case "busy":
-				return errors.New("database is locked")
-			}
-			return nil
-		}), 1)
-	}()
-	defer func() { cancel(); <-served }()
+	_, b := serveNode(t, url, delivererFunc(func(_ context.Context, m twopc.Message) error {
+		got <- m
+		switch m.GID {
+		case "forged":
+			return fmt.Errorf("%w: commit forged from %q: the branch's coordinator is %q", twopc.ErrRejected, m.From, "c")
+		case "busy":
+			return errors.New("database is locked")
+		}
+		return nil
+	}))
 
 	for _, m := range []twopc.Message{
 		{Kind: twopc.KindDecision, GID: "forged", From: "mallory", To: "p", Outcome: twopc.Commit},
@@ -165,4 +131,27 @@ func TestRejectedMessageDeadLettered(t *testing.T) {
 	if l.ErrorKind() != "rejected" || !strings.Contains(l.Error(), "the branch's coordinator is") {
 		t.Fatalf("dead letter of kind %q, error %q; want kind rejected with the node's reason", l.ErrorKind(), l.Error())
 	}
+}
+
+// serveNode serves node "p" with d on a bus of the bundled broker at url,
+// until the test ends; it returns the transport and the bus.
+func serveNode(t *testing.T, url string, d twopc.Deliverer) (transport.Transport, *twopc.Bus) {
+	t.Helper()
+	tr, err := transport.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	b, err := twopc.NewBus(tr, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Declare(t.Context(), "p"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- b.Serve(ctx, "p", d, 1) }()
+	t.Cleanup(func() { cancel(); <-served })
+	return tr, b
 }
