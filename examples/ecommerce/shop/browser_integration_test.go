@@ -86,10 +86,18 @@ func TestLivePageInBrowser(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// The row is found and clicked in one step of the page's own:
+			// the live updates may replace a row between a lookup through
+			// the DevTools protocol and a click on the node it found
+			// ("Could not find node with given id").
+			var clicked bool
 			run(t, "select "+tt.name,
-				chromedp.Click(chromedp.CSS(`#orders tr[data-id="`+tt.id+`"]`)),
+				eval(`(() => { const r = document.querySelector('#orders tr[data-id="`+tt.id+`"]'); if (r) r.click(); return !!r })()`, &clicked),
 				chromedp.WaitVisible(chromedp.CSS(`#orders tr.selected[data-id="`+tt.id+`"]`)),
 				chromedp.WaitReady(chromedp.CSS(`#graph g.node.current[data-node="`+tt.current+`"]`)))
+			if !clicked {
+				t.Fatalf("no row of %s on the page", tt.id)
+			}
 			var current []string
 			run(t, "read the graph", eval(`[...document.querySelectorAll("#graph g.node.current")].map(n => n.dataset.node)`, &current))
 			if len(current) != 1 || current[0] != tt.current {
