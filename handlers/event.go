@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // Event is a typed event. Its name is its routing key: lower-case,
@@ -75,10 +76,23 @@ func Permanent(err error) error {
 	return &PermanentError{Err: err}
 }
 
-// IsPermanent reports whether err is, or wraps, a PermanentError.
+// sqlStateError is a database error with an SQLSTATE code (pgx's
+// *pgconn.PgError, for one).
+type sqlStateError interface {
+	error
+	SQLState() string
+}
+
+// IsPermanent reports whether err is, or wraps, a PermanentError, or a
+// database's data exception: an error with an SQLSTATE of class 22
+// (PostgreSQL's "invalid byte sequence", "value too long", "numeric value
+// out of range"...), which the same message meets again at every retry.
 func IsPermanent(err error) bool {
-	_, ok := errors.AsType[*PermanentError](err)
-	return ok
+	if _, ok := errors.AsType[*PermanentError](err); ok {
+		return true
+	}
+	s, ok := errors.AsType[sqlStateError](err)
+	return ok && strings.HasPrefix(s.SQLState(), "22")
 }
 
 // DecodeError is a payload that the codec could not decode into the

@@ -31,6 +31,10 @@ func runTxScenarios(t *testing.T, busURL string, dbURL func(t *testing.T) string
 		t.Parallel()
 		txScenarioUnencodable(t, newFixture(t, busURL), dbURL(t))
 	})
+	t.Run("DataTheDatabaseRefusesIsDeadLetteredAtOnce", func(t *testing.T) {
+		t.Parallel()
+		txScenarioDataException(t, newFixture(t, busURL), dbURL(t))
+	})
 	t.Run("NeedsDB", func(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t, busURL)
@@ -113,6 +117,34 @@ func txScenarioDuplicate(t *testing.T, f *fixture, dbURL string) {
 	await(t, "three deliveries", func() bool { s := r.Stats(); return s.Handled+s.Duplicates == 3 })
 	if n := charges(t, db, "42"); n != 1 || r.Stats().Duplicates != 2 {
 		t.Fatalf("order 42 charged %d times in the database, %d duplicates", n, r.Stats().Duplicates)
+	}
+}
+
+// txScenarioDataException: an event whose data the database refuses (an
+// order id with a NUL: PostgreSQL's SQLSTATE 22021) is dead-lettered
+// after one run, not after every retry, since each would fail alike.
+// SQLite stores it: the event is handled.
+func txScenarioDataException(t *testing.T, f *fixture, dbURL string) {
+	db := openDB(t, dbURL)
+	r := f.router(handlers.WithDB(db))
+	var runs atomic.Int32
+	handlers.MustHandleTx(r, "charge", handlers.TxHandlerFunc[OrderPlaced](func(ctx context.Context, tx *outbox.Tx, e OrderPlaced) error {
+		runs.Add(1)
+		return chargeTx(ctx, tx, e)
+	}))
+	f.run(r)
+	must(t, r.Emitter().Emit(context.Background(), OrderPlaced{OrderID: "o\x00", Amount: 5}))
+	await(t, "handled or dead-lettered", func() bool { s := r.Stats(); return s.Handled+s.DeadLettered == 1 })
+	s := r.Stats()
+	switch db.Dialect() {
+	case outbox.Postgres:
+		if s.DeadLettered != 1 || runs.Load() != 1 {
+			t.Fatalf("%+v after %d runs; want dead-lettered after one run", s, runs.Load())
+		}
+	default:
+		if s.Handled != 1 || charges(t, db, "o\x00") != 1 {
+			t.Fatalf("%+v; want handled, and the charge stored", s)
+		}
 	}
 }
 
