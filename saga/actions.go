@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/troupehq/troupe/handlers/dlq"
+	"github.com/troupehq/troupe/internal/storetext"
 	"github.com/troupehq/troupe/outbox"
 )
 
@@ -83,7 +84,7 @@ func DLQRedriver(dial func() (dlq.Conn, error)) Redriver {
 // serialized.
 func (st *Store) Act(ctx context.Context, sagaName, id string, a Action, actor, note string, now time.Time, rd Redriver) (Instance, error) {
 	// Free text from an operator: kept as every store keeps it.
-	actor, note = storable(strings.TrimSpace(actor)), storable(note)
+	actor, note = storetext.Storable(strings.TrimSpace(actor)), storetext.Storable(note)
 	if actor == "" {
 		return Instance{}, ErrNoActor
 	}

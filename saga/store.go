@@ -12,8 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/troupehq/troupe/internal/storetext"
 	"github.com/troupehq/troupe/outbox"
 )
 
@@ -385,7 +385,7 @@ func (st *Store) List(ctx context.Context, q Query) ([]Instance, error) {
 	if q.State != "" && !slices.Contains(States, q.State) {
 		return nil, fmt.Errorf("saga: unknown state %q (want one of %v)", q.State, States)
 	}
-	if !keepable(q.Saga) {
+	if !storetext.Keepable(q.Saga) {
 		return nil, nil // no saga has that name
 	}
 	if q.Limit <= 0 {
@@ -430,17 +430,13 @@ func (st *Store) instances(ctx context.Context, q querier, tail string, args ...
 	return out, rows.Err()
 }
 
-// keepable reports whether every store keeps s as it is: UTF-8 without
-// a NUL.
-func keepable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
-
 // Get returns instance id of saga with its history in time order
 // (production times; the order of recording breaks ties). An empty saga
 // name finds the instance in whichever saga has it; two is an error.
 // ErrNotFound when there is none. Safe for concurrent use.
 func (st *Store) Get(ctx context.Context, saga, id string) (Instance, error) {
-	if !keepable(id) || !keepable(saga) { // no store holds it (PostgreSQL would refuse the query)
-		return Instance{}, fmt.Errorf("%w: %s", ErrNotFound, storable(id))
+	if !storetext.Keepable(id) || !storetext.Keepable(saga) { // no store holds it (PostgreSQL would refuse the query)
+		return Instance{}, fmt.Errorf("%w: %s", ErrNotFound, storetext.Storable(id))
 	}
 	tail, args := `WHERE id = ?`, []any{id}
 	if saga != "" {

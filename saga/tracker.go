@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
@@ -18,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/troupehq/troupe/handlers"
+	"github.com/troupehq/troupe/internal/storetext"
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/tracing"
 	"github.com/troupehq/troupe/transport"
@@ -320,9 +319,9 @@ func (t *Tracker) HandleBatch(ctx context.Context, msgs []*message.Message) erro
 		if id == "" {
 			continue
 		}
-		if len(id) > MaxInstanceID || !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
+		if len(id) > MaxInstanceID || !storetext.Keepable(id) {
 			t.logger.Warn("saga tracker: a saga id no store keeps; the message is not recorded",
-				slog.String("message_id", storable(msg.UUID)), slog.Int("saga_id_bytes", len(id)))
+				slog.String("message_id", storetext.Storable(msg.UUID)), slog.Int("saga_id_bytes", len(id)))
 			continue
 		}
 		if e, ok := t.entry(msg); ok {
@@ -362,8 +361,8 @@ func (t *Tracker) entry(msg *message.Message) (Entry, bool) {
 	// not UTF-8 or holds a NUL (every redelivery would fail again), so such
 	// an id is kept storable, on either database.
 	e := Entry{At: at.UTC(), RecordedAt: t.cfg.Clock.Now().UTC(), Kind: EventEntry,
-		Event: md.Get(envelope.EventKey), MessageID: storable(msg.UUID),
-		CausationID: storable(md.Get(envelope.CausationIDKey)), TraceID: traceID(md)}
+		Event: md.Get(envelope.EventKey), MessageID: storetext.Storable(msg.UUID),
+		CausationID: storetext.Storable(md.Get(envelope.CausationIDKey)), TraceID: traceID(md)}
 	if e.Event == handlers.DeadLetteredEvent {
 		return t.deadLetter(msg, e)
 	}
@@ -372,7 +371,7 @@ func (t *Tracker) entry(msg *message.Message) (Entry, bool) {
 		return Entry{}, false
 	}
 	e.Meaning = meaning(trs)
-	e.Error = storable(reasonOf(msg.Payload))
+	e.Error = storetext.Storable(reasonOf(msg.Payload))
 	return e, true
 }
 
@@ -396,7 +395,7 @@ func (t *Tracker) deadLetter(msg *message.Message, e Entry) (Entry, bool) {
 		t.logger.Warn("saga tracker: undecodable dead-letter announcement", slog.String("message_id", msg.UUID), slog.Any("error", err))
 		return Entry{}, false
 	}
-	e.Event, e.CausationID, e.Error, e.Queue = dl.Event, storable(dl.MessageID), storable(dl.Error), storable(dl.DeadLetterQueue)
+	e.Event, e.CausationID, e.Error, e.Queue = dl.Event, storetext.Storable(dl.MessageID), storetext.Storable(dl.Error), storetext.Storable(dl.DeadLetterQueue)
 	for _, st := range t.s.Steps {
 		if t.cfg.QueuePrefix+st.Service != dl.Service {
 			continue
@@ -424,12 +423,6 @@ func (t *Tracker) ownTimeout(payload []byte) bool {
 
 // MaxInstanceID is the longest saga id the tracker records, in bytes.
 const MaxInstanceID = 1024
-
-// storable is s as every store keeps it: U+FFFD for each run of bytes
-// that is not UTF-8, and for each NUL (PostgreSQL refuses both).
-func storable(s string) string {
-	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
-}
 
 // reasonOf reads the conventional "reason" field of a JSON payload (a
 // failure event's), if it has one.

@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/troupehq/troupe/internal/storetext"
 )
 
 // ErrRejected marks a message that a node will not act on however often
@@ -142,7 +143,7 @@ func (m Message) Validate() error {
 			return fmt.Errorf("twopc: %s message: the %s has %d bytes, more than %d", m.Kind, f.what, len(f.text), MaxName)
 		case !utf8.ValidString(f.text):
 			return fmt.Errorf("twopc: %s message: the %s is not UTF-8", m.Kind, f.what)
-		case strings.IndexByte(f.text, 0) >= 0:
+		case !storetext.Keepable(f.text):
 			return fmt.Errorf("twopc: %s message: the %s holds a NUL", m.Kind, f.what)
 		}
 	}
@@ -151,25 +152,6 @@ func (m Message) Validate() error {
 
 // MaxName is the longest gid or node name, in bytes.
 const MaxName = 255
-
-// storable is s with each byte that is not UTF-8, and each NUL, replaced
-// by U+FFFD: a reason a node writes itself (from a resource's error) that
-// every database stores and every node takes.
-func storable(s string) string {
-	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == 0 || (r == utf8.RuneError && n == 1) {
-			r = utf8.RuneError
-		}
-		b.WriteRune(r)
-		i += n
-	}
-	return b.String()
-}
 
 // Sender sends protocol messages to the node named by Message.To. Send may
 // lose a message (the protocol re-sends) but must not corrupt it.

@@ -12,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 
+	"github.com/troupehq/troupe/internal/storetext"
 	"github.com/troupehq/troupe/outbox"
 )
 
@@ -155,13 +156,13 @@ func (p *Participant[P]) prepare(ctx context.Context, m Message) (err error) {
 		}
 		var v P
 		if err := json.Unmarshal([]byte(payload), &v); err != nil {
-			vote, reason = No, storable("bad payload: "+err.Error())
+			vote, reason = No, storetext.Storable("bad payload: "+err.Error())
 			return errVoteNo
 		}
 		vote, err = p.res.Prepare(ctx, tx, m.GID, v)
 		switch {
 		case err != nil:
-			vote, reason = No, storable(err.Error())
+			vote, reason = No, storetext.Storable(err.Error())
 			return errVoteNo
 		case vote != Yes:
 			vote, reason = No, "resource voted no"
