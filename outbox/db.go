@@ -14,10 +14,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
+
+	"github.com/troupehq/troupe/internal/storetext"
 )
 
 // Dialect is the SQL flavour of a DB.
@@ -506,7 +507,7 @@ const (
 )
 
 func storedKey(key string) string {
-	if len(key) <= maxStoredKey && utf8.ValidString(key) && strings.IndexByte(key, 0) < 0 && !strings.HasPrefix(key, hashedKey) {
+	if len(key) <= maxStoredKey && storetext.Keepable(key) && !strings.HasPrefix(key, hashedKey) {
 		return key
 	}
 	sum := sha256.Sum256([]byte(key))

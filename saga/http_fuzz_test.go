@@ -107,13 +107,7 @@ func (fx *actionFixture) instance(t *testing.T, sc actionScenario) (saga.Instanc
 // previous one.
 func (fx *actionFixture) msg(id, event string, payload any) *message.Message {
 	b, _ := json.Marshal(payload)
-	fx.clock.Advance(time.Millisecond)
-	m := message.NewMessage(uuid.Must(uuid.NewV7()).String(), b)
-	m.Metadata.Set(envelope.EventKey, event)
-	m.Metadata.Set(envelope.SagaIDKey, id)
-	m.Metadata.Set(envelope.CausationIDKey, "cause-of-"+event)
-	m.Metadata.Set(envelope.ProducedAtKey, fx.clock.Now().Format(time.RFC3339Nano))
-	return m
+	return eventMessage(fx.clock, id, event, b)
 }
 
 // chunkReader hands out at most n bytes per Read, as a network does.

@@ -172,14 +172,19 @@ func (r *rig) msg(id, event string, payload any) *message.Message {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	// Each event is produced a millisecond after the previous one, so
-	// that the timeline has an order whatever the arrival order.
-	r.clock.Advance(time.Millisecond)
-	m := message.NewMessage(uuid.Must(uuid.NewV7()).String(), b)
+	return eventMessage(r.clock, id, event, b)
+}
+
+// eventMessage is event of instance id with payload, as a service emits
+// it, produced a millisecond after the previous one on clock, so that the
+// timeline has an order whatever the arrival order.
+func eventMessage(clock *fakeClock, id, event string, payload []byte) *message.Message {
+	clock.Advance(time.Millisecond)
+	m := message.NewMessage(uuid.Must(uuid.NewV7()).String(), payload)
 	m.Metadata.Set(envelope.EventKey, event)
 	m.Metadata.Set(envelope.SagaIDKey, id)
 	m.Metadata.Set(envelope.CausationIDKey, "cause-of-"+event)
-	m.Metadata.Set(envelope.ProducedAtKey, r.clock.Now().Format(time.RFC3339Nano))
+	m.Metadata.Set(envelope.ProducedAtKey, clock.Now().Format(time.RFC3339Nano))
 	return m
 }
 

@@ -73,15 +73,15 @@ func (r PlaceRequest) Validate() error {
 	case r.PaymentMethod == "":
 		return &FieldError{"payment_method", "required"}
 	}
-	if err := checkText("customer", r.Customer); err != nil {
+	if err := checkText("customer", r.Customer, MaxText); err != nil {
 		return err
 	}
-	if err := checkText("payment_method", r.PaymentMethod); err != nil {
+	if err := checkText("payment_method", r.PaymentMethod, MaxText); err != nil {
 		return err
 	}
 	total := 0
 	for i, it := range r.Items {
-		if err := checkText(fmt.Sprintf("items[%d].sku", i), it.SKU); err != nil {
+		if err := checkText(fmt.Sprintf("items[%d].sku", i), it.SKU, MaxText); err != nil {
 			return err
 		}
 		switch {
@@ -109,13 +109,16 @@ func (r PlaceRequest) Validate() error {
 // MaxText is the longest customer, payment method or sku, in bytes.
 const MaxText = 200
 
-// checkText refuses a text field over MaxText bytes or with a control
-// character (a NUL among them, which PostgreSQL would refuse to store: the
-// same request must fare alike on every database).
-func checkText(field, s string) error {
+// checkText refuses text over most bytes, not UTF-8, or with a control
+// character (a NUL among them): PostgreSQL would refuse to store the last
+// two, and the same request must fare alike on every database. (A JSON
+// field is always UTF-8 once decoded; a header need not be.)
+func checkText(field, s string, most int) error {
 	switch {
-	case len(s) > MaxText:
-		return &FieldError{field, fmt.Sprintf("%d bytes, longer than %d", len(s), MaxText)}
+	case len(s) > most:
+		return &FieldError{field, fmt.Sprintf("%d bytes, longer than %d", len(s), most)}
+	case !utf8.ValidString(s):
+		return &FieldError{field, "not valid UTF-8"}
 	case strings.ContainsFunc(s, unicode.IsControl):
 		return &FieldError{field, "has a control character"}
 	}
@@ -166,7 +169,7 @@ func (s *OrderService) Place(ctx context.Context, req PlaceRequest, idempotencyK
 	if err := req.Validate(); err != nil {
 		return Order{}, false, err
 	}
-	if err := validateIdempotencyKey(idempotencyKey); err != nil {
+	if err := checkText("Idempotency-Key", idempotencyKey, MaxIdempotencyKey); err != nil {
 		return Order{}, false, err
 	}
 	id := uuid.Must(uuid.NewV7()).String()
@@ -219,20 +222,6 @@ func (s *OrderService) Place(ctx context.Context, req PlaceRequest, idempotencyK
 
 // MaxIdempotencyKey is the longest Idempotency-Key taken, in bytes.
 const MaxIdempotencyKey = 255
-
-// validateIdempotencyKey refuses a key longer than MaxIdempotencyKey, or
-// not printable UTF-8 (PostgreSQL would refuse to store invalid UTF-8).
-func validateIdempotencyKey(key string) error {
-	switch {
-	case len(key) > MaxIdempotencyKey:
-		return &FieldError{"Idempotency-Key", fmt.Sprintf("%d bytes, longer than %d", len(key), MaxIdempotencyKey)}
-	case !utf8.ValidString(key):
-		return &FieldError{"Idempotency-Key", "not valid UTF-8"}
-	case strings.ContainsFunc(key, unicode.IsControl):
-		return &FieldError{"Idempotency-Key", "has a control character"}
-	}
-	return nil
-}
 
 // KeyReusedError is a request whose Idempotency-Key placed another order
 // already (different customer, items, amount or payment method): a retry
