@@ -157,12 +157,12 @@ func (st *Store) recordAll(ctx context.Context, tx *outbox.Tx, s *Saga, items []
 		byID[insts[i].id] = i
 	}
 	if st.db.Dialect() == outbox.Postgres {
+		rows := make([]any, 0, len(insts)*lockInstances.width)
 		for _, in := range insts {
-			if _, err := tx.Exec(ctx, `INSERT INTO troupe_sagas (saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline)
-				VALUES (?, ?, ?, '', '', ?, ?, NULL, '') ON CONFLICT (saga, id) DO UPDATE SET saga = troupe_sagas.saga`,
-				s.Name, in.id, string(Running), nanos(in.first.At), nanos(in.first.RecordedAt)); err != nil {
-				return nil, fmt.Errorf("saga: instance %s: %w", in.id, err)
-			}
+			rows = append(rows, s.Name, in.id, string(Running), "", "", nanos(in.first.At), nanos(in.first.RecordedAt), nil, "")
+		}
+		if err := execRows(ctx, tx, lockInstances, rows); err != nil {
+			return nil, fmt.Errorf("saga: lock instances: %w", err)
 		}
 	}
 	histories, err := st.readHistories(ctx, tx, s.Name, ids)
@@ -279,6 +279,13 @@ var upsertInstances = newRowsStatement(`INSERT INTO troupe_sagas (saga, id, stat
 	` ON CONFLICT (saga, id) DO UPDATE SET state = excluded.state, step = excluded.step,
 		reason = excluded.reason, started_at = excluded.started_at, updated_at = excluded.updated_at,
 		deadline_at = excluded.deadline_at, deadline = excluded.deadline`)
+
+// lockInstances creates instances' rows, or locks them with a no-op
+// update, on PostgreSQL: a few statements per batch of any size instead of
+// one per instance. PostgreSQL takes the rows' locks in the order of the
+// VALUES, which recordAll sorts by id, as every replica does.
+var lockInstances = newRowsStatement(`INSERT INTO troupe_sagas (saga, id, state, step, reason, started_at, updated_at, deadline_at, deadline)`, 9,
+	` ON CONFLICT (saga, id) DO UPDATE SET saga = troupe_sagas.saga`)
 
 // lock takes the instance's row lock for the rest of tx (PostgreSQL; on
 // SQLite the immediate transaction already holds the database's).
