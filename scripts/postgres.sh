@@ -156,6 +156,10 @@ start() {
 		max_connections = 200
 		logging_collector = off
 	EOF
+	# Statement counts for the load scripts (scripts/shop-load-multiprocess.sh).
+	if [ -f "$bindir/../lib/pg_stat_statements.so" ]; then
+		echo "shared_preload_libraries = 'pg_stat_statements'" | as_pg tee -a "$pg/data/postgresql.conf" >/dev/null
+	fi
 
 	# pg_ctl starts the postmaster in the background and waits until it accepts
 	# connections; setsid keeps a Ctrl-C of the caller away from it (stop shuts it down).

@@ -14,6 +14,12 @@
 # Needs TROUPE_AMQP_URL and TROUPE_POSTGRES_URL (scripts/with-servers.sh exports both).
 # With SHOP_PROFILE_DIR set, each service writes a CPU profile of its run to
 # SHOP_PROFILE_DIR/SERVICE.prof (go tool pprof).
+# Each service runs with GOMAXPROCS=${SHOP_GOMAXPROCS:-1}: seven Go processes, RabbitMQ
+# and PostgreSQL share this machine's cores, and a Go process with more processors
+# than it keeps busy spends a quarter of its CPU waking and parking them (profiles:
+# runtime.findRunnable and futex). SHOP_GOMAXPROCS=0 leaves Go's default.
+# After the load it prints the statements each service's database ran per order placed,
+# when the server has pg_stat_statements loaded (scripts/postgres.sh loads it).
 # Exits with the load's status; 1 when a service does not start.
 set -euo pipefail
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -85,7 +91,9 @@ start() {
 		mkdir -p "$SHOP_PROFILE_DIR"
 		set -- -cpuprofile "$SHOP_PROFILE_DIR/$svc.prof" "$@"
 	fi
-	env -i PATH="$PATH" HOME="${HOME:-/tmp}" "$bin" "$svc" -bus "$TROUPE_AMQP_URL" -db "${db[$svc]}" \
+	local procs=()
+	[ "${SHOP_GOMAXPROCS:-1}" = 0 ] || procs=("GOMAXPROCS=${SHOP_GOMAXPROCS:-1}")
+	env -i PATH="$PATH" HOME="${HOME:-/tmp}" "${procs[@]}" "$bin" "$svc" -bus "$TROUPE_AMQP_URL" -db "${db[$svc]}" \
 		-exchange "shop-$run" -queue-prefix "$run-" -quiet "$@" >"$log" 2>&1 &
 	pids+=("$!")
 	names+=("$svc")
@@ -119,6 +127,24 @@ tracker=$addr
 start order -addr 127.0.0.1:0
 api=$addr
 
+stats=0
+if bash "$here/postgres.sh" psql -q -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" -c "SELECT pg_stat_statements_reset()" >/dev/null 2>&1; then
+	stats=1
+fi
+
 echo "shop load: services in separate processes on RabbitMQ, one PostgreSQL database each"
+rc=0
 "$bin" load -url "http://$api" -sagas-url "http://$tracker" \
-	-order-db "${db[order]}" -payment-db "${db[payment]}" -inventory-db "${db[inventory]}" "$@"
+	-order-db "${db[order]}" -payment-db "${db[payment]}" -inventory-db "${db[inventory]}" "$@" || rc=$?
+
+if [ $stats = 1 ]; then
+	# The orders placed: the rows of the order service's orders table.
+	placed=$(bash "$here/postgres.sh" psql -q -t -A -d "${run}_order" -c "SELECT count(*) FROM orders")
+	if [ "${placed:-0}" -gt 0 ]; then
+		echo "PostgreSQL statements per order placed ($placed orders):"
+		bash "$here/postgres.sh" psql -q -t -A -F ' ' -c "SELECT substr(d.datname, length('${run}_') + 1),
+			round(sum(s.calls) / $placed.0, 1) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+			WHERE d.datname LIKE '${run}\_%' GROUP BY 1 ORDER BY 2 DESC" | sed 's/^/  /'
+	fi
+fi
+exit $rc
