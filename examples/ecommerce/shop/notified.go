@@ -72,23 +72,23 @@ func (s *OrderService) registerNotified(ctx context.Context, r *handlers.Router)
 
 // onNotified records when the customer was told, once per order.
 func (s *OrderService) onNotified(ctx context.Context, tx *outbox.Tx, e NotificationSent) error {
-	var status string
-	err := tx.QueryRow(ctx, `SELECT status FROM orders WHERE id = ?`, e.OrderID).Scan(&status)
-	if errors.Is(err, sql.ErrNoRows) {
+	// One statement records the notice and reads the order's status: no
+	// row when the order was told already, a NULL status when there is no
+	// such order (its error rolls the notice back).
+	at := time.Now().UTC()
+	var st sql.NullString
+	err := tx.QueryRow(ctx, `INSERT INTO order_notified (order_id, kind, at) VALUES (?, ?, ?)
+		ON CONFLICT (order_id) DO NOTHING RETURNING (SELECT status FROM orders WHERE id = order_notified.order_id)`,
+		e.OrderID, e.Kind, at).Scan(&st)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil
+	case err != nil:
+		return err
+	case !st.Valid:
 		return handlers.Permanent(fmt.Errorf("notification for unknown order %s", e.OrderID))
 	}
-	if err != nil {
-		return err
-	}
-	at := time.Now().UTC()
-	res, err := tx.Exec(ctx, `INSERT INTO order_notified (order_id, kind, at) VALUES (?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
-		e.OrderID, e.Kind, at)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil
-	}
+	status := st.String
 	if _, err := history(ctx, tx, e.OrderID, status, e.EventName(), e.Kind); err != nil {
 		return err
 	}

@@ -102,15 +102,13 @@ func (s *PaymentService) charge(ctx context.Context, tx *outbox.Tx, e OrderPlace
 		trace.SpanFromContext(ctx).AddEvent(TimeoutEvent, trace.WithAttributes(attribute.String("order_id", e.OrderID)))
 		return ErrGatewayTimeout
 	}
-	var status string
-	switch err := tx.QueryRow(ctx, `SELECT status FROM charges WHERE order_id = ?`, e.OrderID).Scan(&status); {
-	case err == nil:
-		return nil // abandoned at a timeout (payment.failed was emitted then), or charged already
-	case !errors.Is(err, sql.ErrNoRows):
+	res, err := tx.Exec(ctx, `INSERT INTO charges (order_id, amount, status) VALUES (?, ?, 'captured') ON CONFLICT (order_id) DO NOTHING`,
+		e.OrderID, e.Amount)
+	if err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO charges (order_id, amount, status) VALUES (?, ?, 'captured')`, e.OrderID, e.Amount); err != nil {
-		return err
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return err // n == 0: abandoned at a timeout (payment.failed was emitted then), or charged already
 	}
 	return handlers.Emit(ctx, PaymentCaptured{OrderID: e.OrderID, Amount: e.Amount, Items: e.Items})
 }
