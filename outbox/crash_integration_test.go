@@ -77,8 +77,17 @@ func crashTest(t *testing.T, writerDB string) {
 		return err
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Run(ctx)
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		_ = r.Run(ctx)
+	}()
+	// The router (its relay settling on the way out) ends before the
+	// consumer's database closes.
+	defer func() {
+		cancel()
+		<-ran
+	}()
 	<-r.Running()
 
 	args := []string{"-db", writerDB, "-bus", busURL, "-exchange", exchange}

@@ -15,9 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
-	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 
+	"github.com/troupehq/troupe/internal/pglazy"
 	"github.com/troupehq/troupe/internal/storetext"
 )
 
@@ -122,7 +122,13 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 		if err != nil {
 			return nil, err
 		}
-		db, err := open(ctx, Postgres, "pgx", dsn)
+		// pglazy: pgx's driver, a transaction's BEGIN sent with its
+		// first statement and its outbox rows with its COMMIT.
+		connector, err := pglazy.NewConnector(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("outbox: open %s: %w", Postgres, err)
+		}
+		db, err := open(ctx, Postgres, sql.OpenDB(connector), dsn)
 		if err != nil {
 			return nil, err
 		}
@@ -187,7 +193,12 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// checkpoint inside commits several times a second.
 	q.Add("_pragma", "wal_autocheckpoint(8000)")
 	q.Set("_txlock", "immediate") // writers queue at BEGIN, not at their first write
-	db, err := open(ctx, SQLite, "sqlite", "file:"+uriPath(path)+"?"+q.Encode())
+	dsn := "file:" + uriPath(path) + "?" + q.Encode()
+	sqldb, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: open %s: %w", SQLite, err)
+	}
+	db, err := open(ctx, SQLite, sqldb, dsn)
 	if err != nil {
 		return nil, err
 	}
@@ -205,11 +216,7 @@ func uriPath(path string) string {
 // maxIdleConns is how many idle connections a DB keeps for reuse.
 const maxIdleConns = 32
 
-func open(ctx context.Context, d Dialect, driver, dsn string) (*DB, error) {
-	sqldb, err := sql.Open(driver, dsn)
-	if err != nil {
-		return nil, fmt.Errorf("outbox: open %s: %w", d, err)
-	}
+func open(ctx context.Context, d Dialect, sqldb *sql.DB, dsn string) (*DB, error) {
 	// database/sql keeps 2 idle connections by default: a service with
 	// more concurrent transactions (handlers, a relay claiming while it
 	// settles) would open and close a connection for most of them.

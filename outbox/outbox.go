@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/troupehq/troupe/internal/pglazy"
 )
 
 // notifyChannel is the PostgreSQL NOTIFY channel that wakes relays in other
@@ -20,7 +22,10 @@ const notifyChannel = "troupe_outbox"
 // commits, by a relay, in commit order with the other messages of its
 // ordering key (a saga id, an aggregate id; "" orders it with nothing
 // else). If tx rolls back, it is never published. The message's UUID must
-// be unique; its metadata (trace context included) travels with it.
+// be unique; its metadata (trace context included) travels with it. On
+// PostgreSQL the row is written with the commit, in the same round trip:
+// tx's own queries do not see it, and a UUID not unique fails the commit
+// rather than Add.
 func (tx *Tx) Add(ctx context.Context, topic, orderingKey string, msg *message.Message) error {
 	md, err := json.Marshal(msg.Metadata)
 	if err != nil {
@@ -54,8 +59,15 @@ func (tx *Tx) Add(ctx context.Context, topic, orderingKey string, msg *message.M
 		}
 		// Not the head of its key: for the claims, which keep its order.
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO troupe_outbox (message_id, topic, ordering_key, payload, metadata, created_at)
-		VALUES (?, ?, ?, ?, ?, ?)`, msg.UUID, topic, orderingKey, []byte(msg.Payload), string(md), now); err != nil {
+	insert := `INSERT INTO troupe_outbox (message_id, topic, ordering_key, payload, metadata, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`
+	if tx.db.dialect == Postgres {
+		// Sent with the COMMIT, in its round trip (internal/pglazy): the
+		// row is not visible in tx before, and its error (a UUID not
+		// unique) fails the commit.
+		insert = pglazy.Deferred + insert
+	}
+	if _, err := tx.Exec(ctx, insert, msg.UUID, topic, orderingKey, []byte(msg.Payload), string(md), now); err != nil {
 		return fmt.Errorf("outbox: add %s: %w", msg.UUID, err)
 	}
 	// On PostgreSQL the insert's trigger notifies the relays listening in
