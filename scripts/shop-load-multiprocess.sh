@@ -19,7 +19,9 @@
 # than it keeps busy spends a quarter of its CPU waking and parking them (profiles:
 # runtime.findRunnable and futex). SHOP_GOMAXPROCS=0 leaves Go's default.
 # After the load it prints the statements each service's database ran per order placed,
-# when the server has pg_stat_statements loaded (scripts/postgres.sh loads it).
+# when the server has pg_stat_statements loaded (scripts/postgres.sh loads it). BEGIN and
+# COMMIT sent in one batch with other statements (internal/pglazy) are not among them:
+# pg_stat_statements counts such prepared transaction commands once, not per run.
 # Exits with the load's status; 1 when a service does not start.
 set -euo pipefail
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
