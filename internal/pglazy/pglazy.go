@@ -118,9 +118,15 @@ func (c *conn) begin(ctx context.Context) error {
 }
 
 func (c *conn) ExecContext(ctx context.Context, query string, argsV []driver.NamedValue) (driver.Result, error) {
-	if rest, ok := strings.CutPrefix(query, Deferred); ok && c.tx != nil {
+	if rest, ok := strings.CutPrefix(query, Deferred); ok && c.tx != nil && !hasOptions(argsV) {
 		c.tx.deferred = append(c.tx.deferred, stmt{rest, arguments(argsV)})
 		return deferredResult{}, nil
+	}
+	if hasOptions(argsV) {
+		// pgx reads these only outside a batch.
+		if err := c.begin(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if !c.pendingBegin() {
 		return c.Conn.ExecContext(ctx, query, argsV)
@@ -180,6 +186,20 @@ func (c *conn) PrepareContext(ctx context.Context, query string) (driver.Stmt, e
 
 func (c *conn) Prepare(query string) (driver.Stmt, error) {
 	return c.PrepareContext(context.Background(), query)
+}
+
+// hasOptions reports whether the arguments start with one of pgx's
+// options (a pgx.QueryExecMode, a pgx.QueryRewriter), which its Exec reads
+// and its batches do not.
+func hasOptions(argsV []driver.NamedValue) bool {
+	if len(argsV) == 0 {
+		return false
+	}
+	switch argsV[0].Value.(type) {
+	case pgx.QueryExecMode, pgx.QueryRewriter:
+		return true
+	}
+	return false
 }
 
 func arguments(argsV []driver.NamedValue) []any {

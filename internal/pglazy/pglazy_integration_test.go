@@ -314,3 +314,30 @@ func TestOptionsBeginAtOnce(t *testing.T) {
 		t.Errorf("committed %q, want a", got)
 	}
 }
+
+// TestPgxOptions: a statement whose first argument is one of pgx's
+// options (here a query mode) is not batched, since pgx reads them only
+// outside a batch: BEGIN goes alone before it, and it runs at once even
+// when marked Deferred.
+func TestPgxOptions(t *testing.T) {
+	db, tr := open(t)
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`INSERT INTO t VALUES ($1)`, pgx.QueryExecModeExec, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(Deferred+`INSERT INTO t VALUES ($1)`, pgx.QueryExecModeExec, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := tr.take(), "begin insert insert commit"; got != want {
+		t.Errorf("round trips %q, want %q", got, want)
+	}
+	if got := keys(t, db); got != "a,b" {
+		t.Errorf("committed %q, want a,b", got)
+	}
+}
