@@ -295,10 +295,16 @@ func (db *DB) cached(ctx context.Context, query string) *sql.Stmt {
 // Dialect returns the database's SQL flavour.
 func (db *DB) Dialect() Dialect { return db.dialect }
 
-// Close closes the database.
+// Close closes the database. On SQLite it waits for the group commit
+// running, if any; InTx calls after it fail. Safe to call while other
+// goroutines call InTx (not from inside InTx's function, where it would
+// wait for itself).
 func (db *DB) Close() error {
 	db.checkpoints.close()
-	return errors.Join(db.stmts.close(), db.group.close(), db.db.Close())
+	// The group running, if any, ends before the statements it may be
+	// using close.
+	gerr := db.group.close()
+	return errors.Join(gerr, db.stmts.close(), db.db.Close())
 }
 
 // Rebind turns a query written with ? placeholders into the dialect's

@@ -39,6 +39,10 @@ type group struct {
 	// and after it broke. closed: DB.Close ran.
 	conn   *sql.Conn
 	closed bool
+	// running is open while a group uses conn, from its BEGIN to its
+	// COMMIT or ROLLBACK: close waits for it before closing conn, which
+	// database/sql does not allow under a BeginTx (it panics).
+	running chan struct{}
 }
 
 // member is one InTx call waiting in, or run by, a group.
@@ -150,6 +154,7 @@ func (g *group) take(n int) []*member {
 // maxGroup) in one transaction and commits it; it sets every member's
 // result and returns the members.
 func (db *DB) runGroup(first *member) []*member {
+	defer db.group.endRun()
 	members := []*member{first}
 	sqltx, err := db.beginGroup()
 	if err != nil {
@@ -227,6 +232,7 @@ func (db *DB) beginGroup() (*sql.Tx, error) {
 		return nil, errors.New("outbox: the DB is closed")
 	}
 	conn := g.conn
+	g.running = make(chan struct{}) // ended by runGroup (endRun)
 	g.mu.Unlock()
 	if conn == nil {
 		c, err := db.db.Conn(context.Background())
@@ -234,13 +240,11 @@ func (db *DB) beginGroup() (*sql.Tx, error) {
 			return nil, err
 		}
 		g.mu.Lock()
-		if g.closed {
-			g.mu.Unlock()
-			_ = c.Close()
-			return nil, errors.New("outbox: the DB is closed")
-		}
-		g.conn, conn = c, c
+		g.conn, conn = c, c // close waits for this group before it closes c
 		g.mu.Unlock()
+	}
+	if testHookBeforeBegin != nil {
+		testHookBeforeBegin()
 	}
 	tx, err := conn.BeginTx(context.Background(), nil)
 	if err != nil {
@@ -255,13 +259,35 @@ func (db *DB) beginGroup() (*sql.Tx, error) {
 	return tx, nil
 }
 
+// testHookBeforeBegin, when set (by tests), runs in beginGroup right
+// before the BEGIN.
+var testHookBeforeBegin func()
+
+// endRun marks the end of a group's use of the connection.
+func (g *group) endRun() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.running != nil {
+		close(g.running)
+		g.running = nil
+	}
+}
+
 // close returns the groups' connection to the pool, once the group using
 // it (if any) has ended; later groups fail. It does not hold g.mu while it
 // waits: the leader of that group takes g.mu to look for more members.
+// (Called from a member's function, it would wait for itself.)
 func (g *group) close() error {
 	g.mu.Lock()
+	g.closed = true
+	running := g.running
+	g.mu.Unlock()
+	if running != nil {
+		<-running
+	}
+	g.mu.Lock()
 	conn := g.conn
-	g.conn, g.closed = nil, true
+	g.conn = nil
 	g.mu.Unlock()
 	if conn == nil {
 		return nil

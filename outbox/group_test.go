@@ -289,6 +289,60 @@ func TestCloseDuringGroup(t *testing.T) {
 	wg.Wait()
 }
 
+// TestCloseAsAGroupBegins: DB.Close that comes between a group's taking
+// the groups' connection and its BEGIN waits for the group, which
+// commits. It used to close the connection under the BEGIN: the group
+// failed, or database/sql panicked (a relay settling at shutdown while
+// its DB closed brought a test process down once).
+func TestCloseAsAGroupBegins(t *testing.T) {
+	db := openGroupDB(t)
+	ctx := context.Background()
+	insert := func(v int) error {
+		return db.InTx(ctx, func(tx *Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO t (v) VALUES (?)`, v)
+			return err
+		})
+	}
+	if err := insert(1); err != nil { // the groups' connection now exists
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	t.Cleanup(func() { testHookBeforeBegin = nil })
+	// The group's leader is this goroutine (its InTx finds no group).
+	testHookBeforeBegin = func() {
+		testHookBeforeBegin = nil
+		go func() { closed <- db.Close() }()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			db.group.mu.Lock()
+			started := db.group.closed
+			db.group.mu.Unlock()
+			if started {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Error("Close did not start")
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if err := insert(2); err != nil {
+		t.Fatalf("the group that began as Close started: %v, want it committed", err)
+	}
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end after the group")
+	}
+	if err := insert(3); err == nil {
+		t.Fatal("a transaction after Close committed")
+	}
+}
+
 // TestGroupMemberCancelledMidStatement: a member's context that ends while
 // its statement runs does not interrupt the statement. SQLite would roll
 // back the whole shared transaction, the writes of the members before it
