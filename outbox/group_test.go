@@ -240,6 +240,28 @@ func TestTxCommitRefused(t *testing.T) {
 	}
 }
 
+// startClose runs db.Close in a goroutine and returns once it has begun
+// (the group is marked closed); Close's result comes on the channel.
+func startClose(t *testing.T, db *DB) <-chan error {
+	t.Helper()
+	closed := make(chan error, 1)
+	go func() { closed <- db.Close() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		db.group.mu.Lock()
+		started := db.group.closed
+		db.group.mu.Unlock()
+		if started {
+			return closed
+		}
+		if time.Now().After(deadline) {
+			t.Error("Close did not start")
+			return closed
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TestCloseDuringGroup: DB.Close while a group runs, with a member queued,
 // waits for the group instead of blocking it (it used to hold the queue's
 // lock while waiting for the group's connection, which the leader needed
@@ -265,21 +287,7 @@ func TestCloseDuringGroup(t *testing.T) {
 		})
 	})
 	queued(t, db, 1)
-	closed := make(chan error, 1)
-	go func() { closed <- db.Close() }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		db.group.mu.Lock()
-		done := db.group.closed
-		db.group.mu.Unlock()
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Close did not start")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	closed := startClose(t, db)
 	close(release)
 	select {
 	case <-closed:
@@ -306,26 +314,12 @@ func TestCloseAsAGroupBegins(t *testing.T) {
 	if err := insert(1); err != nil { // the groups' connection now exists
 		t.Fatal(err)
 	}
-	closed := make(chan error, 1)
+	var closed <-chan error
 	t.Cleanup(func() { testHookBeforeBegin = nil })
 	// The group's leader is this goroutine (its InTx finds no group).
 	testHookBeforeBegin = func() {
 		testHookBeforeBegin = nil
-		go func() { closed <- db.Close() }()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			db.group.mu.Lock()
-			started := db.group.closed
-			db.group.mu.Unlock()
-			if started {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Error("Close did not start")
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
+		closed = startClose(t, db)
 	}
 	if err := insert(2); err != nil {
 		t.Fatalf("the group that began as Close started: %v, want it committed", err)
