@@ -301,10 +301,9 @@ func (db *DB) Dialect() Dialect { return db.dialect }
 // wait for itself).
 func (db *DB) Close() error {
 	db.checkpoints.close()
-	// The group running, if any, ends before the statements it may be
-	// using close.
-	gerr := db.group.close()
-	return errors.Join(gerr, db.stmts.close(), db.db.Close())
+	// In this order: the group running, if any, ends before the
+	// statements it may be using close.
+	return errors.Join(db.group.close(), db.stmts.close(), db.db.Close())
 }
 
 // Rebind turns a query written with ? placeholders into the dialect's

@@ -24,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -118,12 +119,12 @@ func (c *conn) begin(ctx context.Context) error {
 }
 
 func (c *conn) ExecContext(ctx context.Context, query string, argsV []driver.NamedValue) (driver.Result, error) {
-	if rest, ok := strings.CutPrefix(query, Deferred); ok && c.tx != nil && !hasOptions(argsV) {
+	opts := hasOptions(argsV) // pgx reads them only outside a batch
+	if rest, ok := strings.CutPrefix(query, Deferred); ok && c.tx != nil && !opts {
 		c.tx.deferred = append(c.tx.deferred, stmt{rest, arguments(argsV)})
 		return deferredResult{}, nil
 	}
-	if hasOptions(argsV) {
-		// pgx reads these only outside a batch.
+	if opts {
 		if err := c.begin(ctx); err != nil {
 			return nil, err
 		}
@@ -140,12 +141,12 @@ func (c *conn) ExecContext(ctx context.Context, query string, argsV []driver.Nam
 		// which takes several statements in one message (a SET LOCAL
 		// list): BEGIN goes first in that message.
 		tag, err := pc.Exec(ctx, "begin;\n"+query)
+		// On an error whether BEGIN ran is unknown; ROLLBACK is harmless
+		// if it did not.
+		c.tx.begun = true
 		if err != nil {
-			// Whether BEGIN ran is unknown; ROLLBACK is harmless if not.
-			c.tx.begun = true
 			return nil, err
 		}
-		c.tx.begun = true
 		return driver.RowsAffected(tag.RowsAffected()), nil
 	}
 	b := &pgx.Batch{}
@@ -229,13 +230,7 @@ func (tx *lazyTx) Commit() error {
 	pc := c.Conn.Conn()
 	if len(tx.deferred) == 0 {
 		tag, err := pc.Exec(tx.ctx, "commit")
-		if err != nil {
-			return err
-		}
-		if tag.String() == "ROLLBACK" {
-			return pgx.ErrTxCommitRollback
-		}
-		return nil
+		return committed(tag, err)
 	}
 	b := &pgx.Batch{}
 	if !tx.begun {
@@ -260,15 +255,11 @@ func (tx *lazyTx) Commit() error {
 			first = fmt.Errorf("a statement deferred to the commit: %w", err)
 		}
 	}
-	tag, err := br.Exec()
-	if err != nil && first == nil {
+	if err := committed(br.Exec()); err != nil && first == nil {
 		first = err
 	}
 	if err := br.Close(); err != nil && first == nil {
 		first = err
-	}
-	if first == nil && tag.String() == "ROLLBACK" {
-		first = pgx.ErrTxCommitRollback
 	}
 	if first != nil && began && pc.PgConn().TxStatus() != 'I' {
 		// A failed statement made the server skip the rest of the batch,
@@ -278,6 +269,16 @@ func (tx *lazyTx) Commit() error {
 		}
 	}
 	return first
+}
+
+// committed is the outcome of a COMMIT: its error, or
+// pgx.ErrTxCommitRollback when the server rolled back instead (a statement
+// of the transaction had failed).
+func committed(tag pgconn.CommandTag, err error) error {
+	if err == nil && tag.String() == "ROLLBACK" {
+		return pgx.ErrTxCommitRollback
+	}
+	return err
 }
 
 // Rollback rolls back what was sent; a transaction that sent nothing has
