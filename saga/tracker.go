@@ -46,7 +46,9 @@ type TrackerConfig struct {
 	// Consumers is how many consumers the tracker runs on its queue, at
 	// least one per event it follows; 128 when 0. The messages they hold
 	// at one moment are recorded in one transaction (see Run), so more
-	// consumers make larger, cheaper batches under load.
+	// consumers make larger, cheaper batches under load. Unused on a
+	// transport whose subscriber hands out batches (bus.BatchSubscriber:
+	// the bundled broker in process), which needs one.
 	Consumers int
 	// QueuePrefix, for stacks that share a broker, is put before the
 	// tracker's queue ("<prefix>saga-tracker.<saga>") and expected before
@@ -71,7 +73,7 @@ type TrackerConfig struct {
 // derives the instance's state again (Derive). Each message is recorded
 // once: a message whose id is in the instance's history (read in the
 // recording transaction) is skipped, and the history's unique key (saga,
-// id, message id) refuses a copy that slipped past. The messages its consumers hold at one moment are recorded in
+// id, message id) refuses a copy that slipped past. It records messages in batches, each in
 // one transaction. It checks deadlines, emitting TimedOutEvent through its
 // outbox, and emits FailedEvent when an instance is parked in state
 // failed. Replicas may run against one database and one queue. Safe for
@@ -160,33 +162,11 @@ func (t *Tracker) Run(ctx context.Context) error {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
-	// Consumers on the tracker's one queue, at least one per event: each
-	// subscription declares the queue and binds its event's routing key,
-	// and any consumer receives any event of the queue. Each hands its
-	// messages to one batcher; a consumer's next message comes once the
-	// batcher has settled the last one.
-	in := make(chan *message.Message)
-	events := t.events()
-	consumers := max(t.cfg.Consumers, len(events))
-	for i := range consumers {
-		ev := events[i%len(events)]
-		msgs, err := sub.Subscribe(runCtx, ev)
-		if err != nil {
-			stop()
-			wg.Wait()
-			return errors.Join(fmt.Errorf("saga: tracker subscribe %s: %w", ev, err), sub.Close(), pub.Close())
-		}
-		wg.Go(func() {
-			for msg := range msgs {
-				select {
-				case in <- msg:
-				case <-runCtx.Done():
-					msg.Nack()
-				}
-			}
-		})
+	if err := t.subscribe(runCtx, sub, &wg); err != nil {
+		stop()
+		wg.Wait()
+		return errors.Join(err, sub.Close(), pub.Close())
 	}
-	wg.Go(func() { t.consume(runCtx, in, consumers) })
 	relay := outbox.NewRelay(t.store.db, pub, t.cfg.Relay, t.logger)
 	wg.Go(func() { _ = relay.Run(runCtx) })
 	wg.Go(func() { t.deadlines(runCtx) })
@@ -194,6 +174,56 @@ func (t *Tracker) Run(ctx context.Context) error {
 	<-runCtx.Done()
 	wg.Wait()
 	return errors.Join(sub.Close(), pub.Close())
+}
+
+// subscribe starts the goroutines, counted in wg, that record the
+// messages of the tracker's queue until ctx ends.
+//
+// A subscriber that hands out batches (bus.BatchSubscriber: the bundled
+// broker in-process) gets one subscription to the queue, bound first to
+// every event the tracker follows; each batch is recorded in one
+// transaction. Any other gets consumers on the queue, at least one per
+// event: each subscription declares the queue and binds its event's
+// routing key, and any consumer receives any event of the queue. Each
+// hands its messages to one batcher (consume); a consumer's next message
+// comes once the batcher has settled the last one.
+func (t *Tracker) subscribe(ctx context.Context, sub message.Subscriber, wg *sync.WaitGroup) error {
+	events := t.events()
+	if bs, ok := sub.(bus.BatchSubscriber); ok {
+		if err := t.tr.Declare(ctx, t.Topology()); err != nil {
+			return fmt.Errorf("saga: tracker queue: %w", err)
+		}
+		batches, err := bs.SubscribeBatches(ctx, events[0], bus.BatchConfig{Max: maxTrackerBatch, Linger: trackerLinger})
+		if err != nil {
+			return fmt.Errorf("saga: tracker subscribe: %w", err)
+		}
+		wg.Go(func() {
+			for batch := range batches {
+				t.record(ctx, batch)
+			}
+		})
+		return nil
+	}
+	in := make(chan *message.Message)
+	consumers := max(t.cfg.Consumers, len(events))
+	for i := range consumers {
+		ev := events[i%len(events)]
+		msgs, err := sub.Subscribe(ctx, ev)
+		if err != nil {
+			return fmt.Errorf("saga: tracker subscribe %s: %w", ev, err)
+		}
+		wg.Go(func() {
+			for msg := range msgs {
+				select {
+				case in <- msg:
+				case <-ctx.Done():
+					msg.Nack()
+				}
+			}
+		})
+	}
+	wg.Go(func() { t.consume(ctx, in, consumers) })
+	return nil
 }
 
 // consume records the messages of in until ctx ends, in batches: the
@@ -233,17 +263,25 @@ func (t *Tracker) consume(ctx context.Context, in <-chan *message.Message, consu
 			}
 		}
 		linger.Stop()
-		if len(batch) > 1 {
-			if err := t.HandleBatch(ctx, batch); err == nil {
-				for _, msg := range batch {
-					msg.Ack()
-				}
-				continue
+		t.record(ctx, batch)
+	}
+}
+
+// record records batch and settles its messages: in one transaction,
+// then acked; when that transaction fails, each message alone
+// (consumeOne), so that one message that cannot be recorded does not hold
+// back the others.
+func (t *Tracker) record(ctx context.Context, batch []*message.Message) {
+	if len(batch) > 1 {
+		if err := t.HandleBatch(ctx, batch); err == nil {
+			for _, msg := range batch {
+				msg.Ack()
 			}
+			return
 		}
-		for _, msg := range batch {
-			t.consumeOne(ctx, msg)
-		}
+	}
+	for _, msg := range batch {
+		t.consumeOne(ctx, msg)
 	}
 }
 

@@ -56,28 +56,39 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 // channel closes when ctx is done or the subscriber is closed; messages
 // not acked by then are requeued.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	out := make(chan *message.Message)
+	sub := &subscription{s: s, topic: topic, queue: s.cfg.Queue(topic), prefetch: s.cfg.Prefetch, out: out}
+	if err := s.start(ctx, sub, sub.consume, func() { close(out) }); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// start declares sub's topic and starts its consumer, then runs consume
+// on it in a goroutine until ctx is done or s closes, and calls done
+// after.
+func (s *Subscriber) start(ctx context.Context, sub *subscription, consume consumeFunc, done func()) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, ErrClosed
+		return ErrClosed
 	}
-	if err := s.SubscribeInitialize(topic); err != nil {
-		return nil, fmt.Errorf("inproc: subscribe %s: %w", topic, err)
+	if err := s.SubscribeInitialize(sub.topic); err != nil {
+		return fmt.Errorf("inproc: subscribe %s: %w", sub.topic, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	out := make(chan *message.Message)
-	sub := &subscription{s: s, base: context.WithoutCancel(ctx), topic: topic, queue: s.cfg.Queue(topic), out: out}
+	sub.base = context.WithoutCancel(ctx)
 	// The consumer is registered before Subscribe returns, so that a
 	// subscription is live (and competes fairly) as soon as it exists.
 	ch, c, err := sub.open()
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("inproc: subscribe %s: %w", topic, err)
+		return fmt.Errorf("inproc: subscribe %s: %w", sub.topic, err)
 	}
 	s.wg.Go(func() {
-		defer close(out)
+		defer done()
 		defer cancel()
-		sub.run(ctx, ch, c)
+		sub.run(ctx, ch, c, consume)
 	})
 	s.wg.Go(func() {
 		select {
@@ -86,8 +97,11 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		case <-ctx.Done():
 		}
 	})
-	return out, nil
+	return nil
 }
+
+// consumeFunc consumes from c until c or ctx ends, and closes ch.
+type consumeFunc func(ctx context.Context, ch *broker.Channel, c *broker.Consumer) error
 
 // Close stops every subscription and waits for them. Idempotent.
 func (s *Subscriber) Close() error {
@@ -102,19 +116,20 @@ func (s *Subscriber) Close() error {
 }
 
 type subscription struct {
-	s     *Subscriber
-	base  context.Context // values of the Subscribe ctx, no cancellation
-	topic string
-	queue string
-	out   chan<- *message.Message
+	s        *Subscriber
+	base     context.Context // values of the Subscribe ctx, no cancellation
+	topic    string
+	queue    string
+	prefetch int
+	out      chan<- *message.Message // unused by a batch subscription
 }
 
 // run consumes until ctx is done. When the broker cancels the consumer
 // (its queue was deleted, its channel closed on an error) it declares the
 // queue again and resumes after a short pause.
-func (sub *subscription) run(ctx context.Context, ch *broker.Channel, c *broker.Consumer) {
+func (sub *subscription) run(ctx context.Context, ch *broker.Channel, c *broker.Consumer, consume consumeFunc) {
 	for {
-		err := sub.consume(ctx, ch, c) // closes ch
+		err := consume(ctx, ch, c) // closes ch
 		if ctx.Err() != nil {
 			return
 		}
@@ -138,7 +153,7 @@ func (sub *subscription) open() (*broker.Channel, *broker.Consumer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := ch.Qos(broker.QosOptions{PrefetchCount: sub.s.cfg.Prefetch}); err != nil {
+	if err := ch.Qos(broker.QosOptions{PrefetchCount: sub.prefetch}); err != nil {
 		ch.Close()
 		return nil, nil, err
 	}
@@ -166,9 +181,9 @@ func (sub *subscription) consume(ctx context.Context, ch *broker.Channel, c *bro
 	if ch == nil {
 		return errors.New("no consumer")
 	}
-	acks := ackBatcher{ch: ch, max: ackBatchSize(sub.s.cfg.Prefetch)}
+	acks := ackBatcher{ch: ch, max: ackBatchSize(sub.prefetch)}
 	ctx, stop := context.WithCancel(ctx)
-	ready := make(chan prepared, readyBuffer(sub.s.cfg.Prefetch))
+	ready := make(chan prepared, readyBuffer(sub.prefetch))
 	var prepErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -224,17 +239,23 @@ func (sub *subscription) prepare(ctx context.Context, c *broker.Consumer, ready 
 		if err != nil {
 			return err
 		}
-		props := d.Properties()
-		msg := envelope.Message(props.Headers, props.MessageID, d.Body)
-		if d.Redelivered {
-			msg.Metadata.Set(bus.RedeliveredKey, strconv.FormatBool(true))
-		}
+		msg := toMessage(d)
 		select {
 		case ready <- prepared{msg: msg, tag: d.DeliveryTag}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// toMessage turns a delivery into a watermill message.
+func toMessage(d broker.Delivery) *message.Message {
+	props := d.Properties()
+	msg := envelope.Message(props.Headers, props.MessageID, d.Body)
+	if d.Redelivered {
+		msg.Metadata.Set(bus.RedeliveredKey, strconv.FormatBool(true))
+	}
+	return msg
 }
 
 // deliver hands one message out and waits until it is settled.
