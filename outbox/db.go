@@ -15,7 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+	"github.com/ncruces/go-sqlite3"
+	_ "github.com/ncruces/go-sqlite3/driver" // database/sql driver "sqlite3"
 
 	"github.com/troupehq/troupe/internal/pglazy"
 	"github.com/troupehq/troupe/internal/storetext"
@@ -53,7 +54,7 @@ type DB struct {
 	// Unused for PostgreSQL, which commits concurrent transactions itself.
 	group group
 	// stmts caches the prepared statements of Tx.Exec and Tx.QueryRow on
-	// SQLite, whose driver would otherwise parse every statement on every
+	// SQLite, whose driver would otherwise prepare every statement on every
 	// call (a sixth of the shop's CPU under load). pgx caches by itself.
 	stmts stmtCache
 	// checkpoints copies the WAL into the database file off the commit
@@ -193,8 +194,11 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// checkpoint inside commits several times a second.
 	q.Add("_pragma", "wal_autocheckpoint(8000)")
 	q.Set("_txlock", "immediate") // writers queue at BEGIN, not at their first write
+	// Times as modernc.org/sqlite, the driver before, wrote them, so that
+	// files it wrote read back (and compare) alike.
+	q.Set("_timefmt", sqliteTimeFormat)
 	dsn := "file:" + uriPath(path) + "?" + q.Encode()
-	sqldb, err := sql.Open("sqlite", dsn)
+	sqldb, err := sql.Open("sqlite3", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("outbox: open %s: %w", SQLite, err)
 	}
@@ -253,13 +257,14 @@ func (db *DB) migrateRetryingBusy(ctx context.Context) error {
 
 // isBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED.
 func isBusy(err error) bool {
-	var coded interface{ Code() int }
-	if !errors.As(err, &coded) {
-		return false
-	}
-	primary := coded.Code() & 0xff // extended codes keep the primary in the low byte
-	return primary == 5 || primary == 6
+	return errors.Is(err, sqlite3.BUSY) || errors.Is(err, sqlite3.LOCKED)
 }
+
+// sqliteTimeFormat is how times are stored in SQLite (TIMESTAMP columns):
+// text that sorts as the times do when they share a zone (the outbox's are
+// UTC), since the fraction drops its trailing zeros and '+', '-' and '.'
+// sort before the digits.
+const sqliteTimeFormat = "2006-01-02 15:04:05.999999999-07:00"
 
 // SQL returns the underlying *sql.DB for the service's own queries.
 func (db *DB) SQL() *sql.DB { return db.db }

@@ -4,8 +4,13 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/outbox/outboxtest"
@@ -47,5 +52,82 @@ func TestSQLitePathWithURICharacters(t *testing.T) {
 		if !strings.HasPrefix(e.Name(), "x?y.db") {
 			t.Errorf("unexpected file %q next to the database", e.Name())
 		}
+	}
+}
+
+// recordingPublisher keeps what it is given.
+type recordingPublisher struct {
+	mu   sync.Mutex
+	msgs []*message.Message
+}
+
+func (p *recordingPublisher) Publish(_ string, msgs ...*message.Message) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.msgs = append(p.msgs, msgs...)
+	return nil
+}
+
+func (p *recordingPublisher) Close() error { return nil }
+
+func (p *recordingPublisher) ids() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, m := range p.msgs {
+		out = append(out, m.UUID)
+	}
+	return out
+}
+
+// TestSQLiteTimesOfTheFormerDriver: rows that modernc.org/sqlite, the
+// SQLite driver before ncruces/go-sqlite3, wrote (its time format in the
+// TIMESTAMP columns) read back and compare with the times written now: the
+// relay publishes a pending row and one whose lease ended a second ago, and
+// leaves alone one whose lease runs for another hour.
+func TestSQLiteTimesOfTheFormerDriver(t *testing.T) {
+	ctx := context.Background()
+	db, err := outbox.Open(ctx, "sqlite:"+t.TempDir()+"/old.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const layout = "2006-01-02 15:04:05.999999999-07:00" // modernc's
+	now := time.Now().UTC()
+	created := now.Add(-time.Minute).Format(layout)
+	ended := now.Add(-time.Second).Format(layout)
+	held := now.Add(time.Hour).Format(layout)
+	if err := db.InTx(ctx, func(tx *outbox.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO troupe_outbox (message_id, topic, ordering_key, payload, metadata, created_at)
+			VALUES ('free', 'topic', 'a', x'', '{}', ?)`, created); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO troupe_outbox (message_id, topic, ordering_key, payload, metadata, created_at, locked_by, locked_until)
+			VALUES ('lease-over', 'topic', 'b', x'', '{}', ?, 'a relay gone', ?)`, created, ended)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO troupe_outbox (message_id, topic, ordering_key, payload, metadata, created_at, locked_by, locked_until)
+			VALUES ('lease-held', 'topic', 'c', x'', '{}', ?, 'another relay', ?)`, created, held)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pub := &recordingPublisher{}
+	relay := outbox.NewRelay(db, pub, outbox.RelayConfig{PollInterval: 10 * time.Millisecond}, nil)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(runCtx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(pub.ids()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // ten more polls, for a wrong claim of lease-held
+	stop()
+	<-done
+	got := pub.ids()
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"free", "lease-over"}) {
+		t.Fatalf("published %v, want [free lease-over] (lease-held is another relay's for an hour)", got)
 	}
 }
