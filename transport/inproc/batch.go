@@ -21,8 +21,10 @@ var _ bus.BatchSubscriber = (*Subscriber)(nil)
 // the consumer's prefetch window (twice cfg.Max, or the subscriber's
 // Prefetch when larger) lets the broker fill it meanwhile. Acks go to the
 // broker as one Ack with Multiple when the whole batch was acked; a nack
-// requeues its message. The channel closes when ctx is done or the
-// subscriber is closed; messages not settled by then are requeued.
+// requeues its message. A message's context carries the values of ctx,
+// not its cancellation, and unlike Subscribe's it is not cancelled at
+// settlement. The channel closes when ctx is done or the subscriber is closed; messages
+// not settled by then are requeued.
 func (s *Subscriber) SubscribeBatches(ctx context.Context, topic string, cfg bus.BatchConfig) (<-chan []*message.Message, error) {
 	if cfg.Max < 1 {
 		return nil, fmt.Errorf("inproc: subscribe %s: a batch of at most %d messages", topic, cfg.Max)
