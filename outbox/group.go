@@ -27,7 +27,10 @@ import (
 
 // maxGroup bounds the functions of one group, so that the first caller of
 // a busy period does not wait behind an unbounded number of later ones.
-const maxGroup = 64
+// The example shop's order database, with three transactions per order,
+// filled groups of 64 under load (50 on average); with 128 it placed 3–6%
+// more orders per second (docs/BENCHMARKS.md, ninth pass).
+const maxGroup = 128
 
 // group is a DB's queue of SQLite transactions. Safe for concurrent use.
 type group struct {
