@@ -58,16 +58,7 @@ func (f *batchFixture) publish(t *testing.T, ids ...string) {
 // delivered).
 func (f *batchFixture) queued(t *testing.T) int {
 	t.Helper()
-	ch, err := mustConn(t, f.b).Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
-	info, err := ch.QueueDeclare(bus.WorkQueue("g", "t"), broker.QueueOptions{Passive: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.Messages
+	return queued(t, f.b, bus.WorkQueue("g", "t"))
 }
 
 func ids(batch []*message.Message) []string {

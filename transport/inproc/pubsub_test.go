@@ -103,19 +103,26 @@ func TestAckedMessagesStayAckedAfterClose(t *testing.T) {
 			cancel()
 			for range msgs { // closed once the subscription has ended
 			}
-			ch, err := mustConn(t, b).Channel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			info, err := ch.QueueDeclare(bus.WorkQueue("g", "t"), broker.QueueOptions{Passive: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := tt.publish - tt.ack; info.Messages != want {
-				t.Fatalf("%d messages back in the queue, want %d", info.Messages, want)
+			if n, want := queued(t, b, bus.WorkQueue("g", "t")), tt.publish-tt.ack; n != want {
+				t.Fatalf("%d messages back in the queue, want %d", n, want)
 			}
 		})
 	}
+}
+
+// queued is how many messages wait in queue on b (ready, not delivered).
+func queued(t *testing.T, b *broker.Broker, queue string) int {
+	t.Helper()
+	ch, err := mustConn(t, b).Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	info, err := ch.QueueDeclare(queue, broker.QueueOptions{Passive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Messages
 }
 
 func mustConn(t *testing.T, b *broker.Broker) *broker.Conn {
