@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/troupehq/troupe/internal/testutil"
 	"github.com/troupehq/troupe/outbox"
 	"github.com/troupehq/troupe/outbox/outboxtest"
 )
@@ -118,13 +120,14 @@ func TestSQLiteTimesOfTheFormerDriver(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- relay.Run(runCtx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(pub.ids()) < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	defer func() { stop(); <-done }()
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if n := len(pub.ids()); n < 2 {
+			return fmt.Errorf("%d published", n)
+		}
+		return nil
+	})
 	time.Sleep(100 * time.Millisecond) // ten more polls, for a wrong claim of lease-held
-	stop()
-	<-done
 	got := pub.ids()
 	slices.Sort(got)
 	if !slices.Equal(got, []string{"free", "lease-over"}) {

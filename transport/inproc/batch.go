@@ -23,11 +23,11 @@ var _ bus.BatchSubscriber = (*Subscriber)(nil)
 // broker as one Ack with Multiple when the whole batch was acked; a nack
 // requeues its message. A message's context carries the values of ctx,
 // not its cancellation, and unlike Subscribe's it is not cancelled at
-// settlement. The channel closes when ctx is done or the subscriber is closed; messages
-// not settled by then are requeued.
+// settlement. The channel closes when ctx is done or the subscriber is
+// closed; messages not settled by then are requeued.
 func (s *Subscriber) SubscribeBatches(ctx context.Context, topic string, cfg bus.BatchConfig) (<-chan []*message.Message, error) {
 	if cfg.Max < 1 {
-		return nil, fmt.Errorf("inproc: subscribe %s: a batch of at most %d messages", topic, cfg.Max)
+		return nil, fmt.Errorf("inproc: subscribe %s: batch Max %d, want at least 1", topic, cfg.Max)
 	}
 	if cfg.Linger < 0 {
 		return nil, fmt.Errorf("inproc: subscribe %s: negative linger %v", topic, cfg.Linger)
@@ -113,8 +113,8 @@ func (sub *subscription) message(d broker.Delivery) *message.Message {
 // else each in turn. When ctx ends first it settles those settled by then
 // and leaves the others to the channel's close, which requeues them.
 func settleBatch(ctx context.Context, ch *broker.Channel, batch []*message.Message, tags []uint64) error {
-	const unsettled, acked, nacked = 0, 1, 2
-	state := make([]uint8, len(batch))
+	const acked, nacked = 1, 2
+	state := make([]uint8, len(batch)) // 0 while unsettled
 	ended := false
 	for i, msg := range batch {
 		if !ended {
